@@ -1,0 +1,63 @@
+/* Engine-independent entry points of the broker (broker.h): each forwards
+ * to the engine's vtable. */
+#include "broker.h"
+
+const char *sg_broker_mode(const sg_broker_t *b)
+{
+    return b->vt->mode;
+}
+
+int sg_broker_is_ready(const sg_broker_t *b)
+{
+    return b->vt->is_ready(b);
+}
+
+const char *sg_broker_status_text(const sg_broker_t *b)
+{
+    return b->vt->status_text(b);
+}
+
+int sg_broker_subscribe(sg_broker_t *b, const char *session_id)
+{
+    return b->vt->subscribe(b, session_id);
+}
+
+int sg_broker_unsubscribe(sg_broker_t *b, const char *session_id)
+{
+    return b->vt->unsubscribe(b, session_id);
+}
+
+size_t sg_broker_subscription_count(const sg_broker_t *b)
+{
+    return b->vt->subscription_count(b);
+}
+
+int sg_broker_publish(sg_broker_t *b, const char *session_id,
+                      const char *payload, size_t len)
+{
+    return b->vt->publish(b, session_id, payload, len);
+}
+
+int sg_broker_history_append(sg_broker_t *b, const char *session_id,
+                             const char *payload, size_t len,
+                             sg_broker_done_cb cb, void *arg)
+{
+    return b->vt->history_append(b, session_id, payload, len, cb, arg);
+}
+
+int sg_broker_history_get(sg_broker_t *b, const char *session_id,
+                          sg_broker_list_cb cb, void *arg)
+{
+    return b->vt->history_get(b, session_id, cb, arg);
+}
+
+int sg_broker_history_clear(sg_broker_t *b, const char *session_id,
+                            sg_broker_done_cb cb, void *arg)
+{
+    return b->vt->history_clear(b, session_id, cb, arg);
+}
+
+void sg_broker_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg)
+{
+    b->vt->close(b, cb, arg);
+}

@@ -1,0 +1,111 @@
+/* The broker: per-session pub/sub plus the compat history list. Two engines
+ * implement it: memory (embedded mode, one process) and redis (any number of
+ * nodes; channel chat:stream:{sid}, list chat:history:{sid}).
+ *
+ * Contract for every async operation: it returns 0 when its callback will be
+ * called exactly once, later, from the loop (never synchronously), or a
+ * negative SG_E* code when it was not started, and then the callback is
+ * never called. Closing the broker completes every pending callback with
+ * SG_ECANCELED. */
+#ifndef SG_BROKER_H
+#define SG_BROKER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "config.h"
+
+typedef struct sg_broker sg_broker_t;
+
+/* A message published on a session's channel (payload is raw producer
+ * JSON, not NUL-terminated; valid only during the call). */
+typedef void (*sg_broker_message_cb)(void *arg, const char *session_id,
+                                     const char *payload, size_t len);
+/* The broker confirmed the subscription of `session_id`: from now on every
+ * message published to it is delivered. Called again after every
+ * reconnect's resubscription. */
+typedef void (*sg_broker_subscribed_cb)(void *arg, const char *session_id);
+/* Readiness changed (Redis connected+authenticated, or lost). */
+typedef void (*sg_broker_state_cb)(void *arg, int ready);
+/* Result of a list read: `n` items (raw JSON, oldest first); items and lens
+ * are owned by the broker and valid only during the call. */
+typedef void (*sg_broker_list_cb)(void *arg, int status,
+                                  const char *const *items,
+                                  const size_t *lens, size_t n);
+typedef void (*sg_broker_done_cb)(void *arg, int status);
+typedef void (*sg_broker_closed_cb)(void *arg);
+
+typedef struct sg_broker_handlers {
+    sg_broker_message_cb on_message;
+    sg_broker_subscribed_cb on_subscribed;
+    sg_broker_state_cb on_state;
+    void *arg;
+} sg_broker_handlers_t;
+
+/* Engine constructors. `handlers` is copied. Redis starts connecting at once
+ * and keeps reconnecting with backoff; NULL only on no memory. */
+sg_broker_t *sg_broker_memory_new(uv_loop_t *loop, const sg_config_t *cfg,
+                                  const sg_broker_handlers_t *handlers);
+sg_broker_t *sg_broker_redis_new(uv_loop_t *loop, const sg_config_t *cfg,
+                                 const sg_broker_handlers_t *handlers);
+
+/* "embedded" | "redis" */
+const char *sg_broker_mode(const sg_broker_t *b);
+/* 1 when operations can be served now (memory: always). */
+int sg_broker_is_ready(const sg_broker_t *b);
+/* Short status for /actuator/health: "UP", "DOWN: connection refused". */
+const char *sg_broker_status_text(const sg_broker_t *b);
+
+/* Declares interest in a session's channel. Idempotent: one call per session
+ * while the session has listeners (the caller ref-counts). The broker keeps
+ * the wanted set, (re)subscribes whenever connected and calls on_subscribed
+ * once each subscription is confirmed. Never calls back synchronously. */
+int sg_broker_subscribe(sg_broker_t *b, const char *session_id);
+/* Withdraws interest; messages stop after the broker's unsubscribe. */
+int sg_broker_unsubscribe(sg_broker_t *b, const char *session_id);
+/* Number of channels currently wanted (for leak tests and metrics). */
+size_t sg_broker_subscription_count(const sg_broker_t *b);
+
+/* Publishes `payload` on the session's channel. Fire-and-forget: 0 when
+ * queued, SG_ENOTREADY when disconnected. */
+int sg_broker_publish(sg_broker_t *b, const char *session_id,
+                      const char *payload, size_t len);
+
+/* History list chat:history:{sid}: append (RPUSH + EXPIRE history_ttl), read
+ * all (LRANGE 0 -1), clear (DEL). */
+int sg_broker_history_append(sg_broker_t *b, const char *session_id,
+                             const char *payload, size_t len,
+                             sg_broker_done_cb cb, void *arg);
+int sg_broker_history_get(sg_broker_t *b, const char *session_id,
+                          sg_broker_list_cb cb, void *arg);
+int sg_broker_history_clear(sg_broker_t *b, const char *session_id,
+                            sg_broker_done_cb cb, void *arg);
+
+/* Starts closing: pending callbacks complete with SG_ECANCELED, handles are
+ * closed, then `cb` is called from the loop and the broker is freed. */
+void sg_broker_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg);
+
+/* Engine vtable; internal to broker_*.c. */
+typedef struct sg_broker_vtable {
+    const char *mode;
+    int (*is_ready)(const sg_broker_t *b);
+    const char *(*status_text)(const sg_broker_t *b);
+    int (*subscribe)(sg_broker_t *b, const char *sid);
+    int (*unsubscribe)(sg_broker_t *b, const char *sid);
+    size_t (*subscription_count)(const sg_broker_t *b);
+    int (*publish)(sg_broker_t *b, const char *sid, const char *p, size_t n);
+    int (*history_append)(sg_broker_t *b, const char *sid, const char *p,
+                          size_t n, sg_broker_done_cb cb, void *arg);
+    int (*history_get)(sg_broker_t *b, const char *sid, sg_broker_list_cb cb,
+                       void *arg);
+    int (*history_clear)(sg_broker_t *b, const char *sid,
+                         sg_broker_done_cb cb, void *arg);
+    void (*close)(sg_broker_t *b, sg_broker_closed_cb cb, void *arg);
+} sg_broker_vtable_t;
+
+/* Every engine struct starts with this header. */
+struct sg_broker {
+    const sg_broker_vtable_t *vt;
+};
+
+#endif

@@ -1,0 +1,90 @@
+/* Configuration: built-in defaults, then the Lua config file (a script that
+ * returns a table), then environment overrides, then validation.
+ *
+ * Every error names the key, the value and what was expected, e.g.
+ *   config: stream.max_pending_chunks = -5: expected an integer >= 1
+ * Unknown keys are errors too (they are almost always typos). */
+#ifndef SG_CONFIG_H
+#define SG_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct sg_config {
+    char *config_path;   /* file loaded, or NULL for built-in defaults */
+    char *env;           /* "development" | "production" (STREAMGATE_ENV) */
+    char *listen;        /* listen address, default "0.0.0.0" */
+    int port;            /* 1..65535, default 8080; env PORT */
+    char *node_id;       /* default "<hostname>-<pid>"; env NODE_ID */
+
+    struct {
+        int enabled;           /* 1 when a url/host was configured */
+        char *url;             /* redis://[:password@]host:port[/db]; env REDIS_URL */
+        char *host;            /* parsed from url, or env REDIS_HOST */
+        int port;              /* default 6379; env REDIS_PORT */
+        char *password;        /* env REDIS_PASSWORD; NULL = none */
+        char *username;        /* ACL user from the url; NULL = default */
+        int db;                /* 0..  */
+        double connect_timeout;     /* seconds, default 2 */
+        double command_timeout;     /* seconds, default 5 */
+        double reconnect_min_delay; /* seconds, default 0.1 */
+        double reconnect_max_delay; /* seconds, default 5 */
+    } redis;
+
+    struct {
+        int dev_mode;          /* default 1; 0 when env is "production" */
+        char *jwt_secret;      /* env JWT_SECRET */
+        char *jwt_algorithm;   /* "HS256" (default) | "HS384" | "HS512" */
+        int leeway;            /* seconds of clock skew allowed, default 30 */
+        char *issuer;          /* NULL = not checked */
+        char *audience;        /* NULL = not checked */
+        int token_ttl;         /* seconds for /api/auth/token, default 3600 */
+    } auth;
+
+    struct {
+        size_t max_frame_bytes;  /* inbound WS message cap, default 65536 */
+        size_t max_body_bytes;   /* HTTP request body cap, default 1 MiB */
+        int max_connections;     /* default 10000 */
+    } limits;
+
+    struct {
+        int max_pending_chunks;  /* per-connection send queue, default 1000 */
+        size_t max_pending_bytes;/* per-connection queued bytes, default 4 MiB */
+        int history_ttl;         /* seconds, default 86400 */
+    } stream;
+
+    struct {
+        char *cors_origins;   /* default "*" */
+        char *static_dir;     /* default "public" */
+    } http;
+
+    struct {
+        char *path;           /* Lua script directory, default "lua" */
+    } lua;
+
+    char *upstream;           /* "demo" (default) */
+
+    struct {
+        double words_per_second; /* default 30 */
+    } demo;
+
+    struct {
+        char *level;          /* "debug" | "info" (default) | "warn" | "error" */
+        char *format;         /* "text" (default) | "json" */
+    } log;
+} sg_config_t;
+
+/* Fills `cfg` from defaults, the file at `path` (NULL: defaults only), and the
+ * environment; then validates. Returns 0, or SG_ECONFIG with a one-line
+ * message in `err` naming the key. On error `cfg` is freed and zeroed. */
+int sg_config_load(sg_config_t *cfg, const char *path, char *err,
+                   size_t errlen);
+/* Frees every string of `cfg`; safe on a zeroed struct. */
+void sg_config_free(sg_config_t *cfg);
+
+/* Parses redis://[[user]:password@]host[:port][/db]. Outputs are malloc'd
+ * (password/username NULL when absent). 0 or SG_EINVAL with `err`. */
+int sg_config_parse_redis_url(const char *url, char **host, int *port,
+                              char **username, char **password, int *db,
+                              char *err, size_t errlen);
+
+#endif

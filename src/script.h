@@ -1,0 +1,114 @@
+/* LuaJIT host: loads `<lua.path>/init.lua`, runs its hooks as coroutines and
+ * exposes the `sg.*` API (script_api_*.c). A hook that calls a yielding
+ * primitive (sg.sleep, sg.history.*) is suspended and resumed from the loop
+ * when the result arrives, so scripts never block the loop. A Lua error is
+ * logged with file:line and reported to the caller; it never takes the
+ * server down.
+ *
+ * init.lua returns a table of hooks (all optional):
+ *   on_connect(req)        -> true, identity | false, reason   (must not yield)
+ *   on_message(conn, text) -> nothing; replies with sg.send
+ *   on_disconnect(conn)
+ *   on_http(req)           -> status, body, headers | nil when no route
+ * where conn = { id = <int>, session_id = "...", user_id = "..." } and
+ * req = { method, path, query, body, headers = {lowercase name = value},
+ *         remote_addr } (+ session_id, user_id, token for on_connect). */
+#ifndef SG_SCRIPT_H
+#define SG_SCRIPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "broker.h"
+#include "config.h"
+#include "metrics.h"
+
+typedef struct sg_script sg_script_t;
+typedef struct sg_script_task sg_script_task_t;
+
+/* What the host (the server) provides to scripts. */
+typedef struct sg_script_host {
+    void *data;
+    /* Queue a text frame to connection `conn_id`: 0, or SG_ECLOSED when the
+     * connection is gone, SG_EBUSY when its send queue is full. */
+    int (*send)(void *data, uint64_t conn_id, const char *text, size_t len);
+    /* Close connection `conn_id` with a WebSocket close code and reason. */
+    int (*close)(void *data, uint64_t conn_id, int code, const char *reason);
+} sg_script_host_t;
+
+typedef struct sg_script_conn {
+    uint64_t id;
+    const char *session_id;
+    const char *user_id;
+} sg_script_conn_t;
+
+typedef struct sg_script_connect_req {
+    const char *session_id;
+    const char *user_id;
+    const char *token;       /* NULL when the query had none */
+    const char *path;
+    const char *remote_addr;
+    const char *origin;      /* NULL when absent */
+} sg_script_connect_req_t;
+
+typedef struct sg_script_http_req {
+    const char *method;
+    const char *path;
+    const char *query;       /* raw, may be NULL */
+    const char *body;        /* may be NULL */
+    size_t body_len;
+    const char *const *headers; /* name, value, name, value, ..., NULL */
+    const char *remote_addr;
+} sg_script_http_req_t;
+
+/* Called once when an HTTP hook finishes. status 0 means "no Lua route";
+ * 500 is used for a script error (body is then a JSON error). body and
+ * content_type are valid only during the call. `headers` is a
+ * NULL-terminated name,value list of extra headers (may be NULL). */
+typedef void (*sg_script_http_done_cb)(void *ctx, int status,
+                                       const char *content_type,
+                                       const char *body, size_t len,
+                                       const char *const *headers);
+
+/* Creates the Lua state, opens the sg API and loads init.lua. `broker`,
+ * `metrics` and `host` stay the caller's and must outlive the script host.
+ * NULL on error with a message in `err` (syntax errors carry file:line). */
+sg_script_t *sg_script_new(uv_loop_t *loop, const sg_config_t *cfg,
+                           sg_broker_t *broker, sg_metrics_t *metrics,
+                           const sg_script_host_t *host, char *err,
+                           size_t errlen);
+/* Stops timers, abandons suspended coroutines (their waiters complete with
+ * SG_ECANCELED), closes the state. Handles are closed through the loop, so
+ * run the loop once more before uv_loop_close. */
+void sg_script_free(sg_script_t *s);
+
+/* Auth decision (synchronous). Returns 1 allow, 0 deny with a reason in
+ * `reason`; a script error or a hook that yields denies with reason
+ * "internal error" and is logged. On allow, `user_id_out` (size `idlen`)
+ * receives the identity's user_id if the hook returned one. */
+int sg_script_on_connect(sg_script_t *s, const sg_script_connect_req_t *req,
+                         char *reason, size_t reasonlen, char *user_id_out,
+                         size_t idlen);
+
+/* Runs on_message in a new coroutine. A script error is logged and answered
+ * on the connection with an error frame. */
+void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
+                          const char *text, size_t len);
+void sg_script_on_disconnect(sg_script_t *s, const sg_script_conn_t *conn);
+
+/* Runs on_http in a new coroutine; `done` is called exactly once, possibly
+ * synchronously. If `task` is not NULL and the hook suspended, *task is a
+ * handle to sg_script_task_detach() if the request goes away first (then
+ * `done` is never called); otherwise *task is NULL. */
+void sg_script_http(sg_script_t *s, const sg_script_http_req_t *req,
+                    sg_script_http_done_cb done, void *ctx,
+                    sg_script_task_t **task);
+void sg_script_task_detach(sg_script_task_t *task);
+
+/* Number of coroutines currently suspended (for tests and /admin/status). */
+size_t sg_script_pending(const sg_script_t *s);
+/* Counters: hooks run, script errors. */
+uint64_t sg_script_errors(const sg_script_t *s);
+
+#endif
