@@ -1,0 +1,79 @@
+-- streamgate configuration: a Lua script that returns one table.
+--
+-- Every key is shown with its built-in default, so loading this file changes
+-- nothing. Unknown keys are errors (they are almost always typos). Values set
+-- here are overridden by environment variables (named in brackets below);
+-- an empty environment variable counts as unset. docs/configuration.md has
+-- the full reference with validation rules.
+--
+-- Only the base, string, table, math and os libraries are available, so
+-- os.getenv("X") works for values that have no built-in override.
+
+return {
+    env = "development",       -- "development" | "production" [STREAMGATE_ENV]
+    listen = "0.0.0.0",        -- listen address
+    port = 8080,               -- 1-65535 [PORT]
+    -- node_id = "web-1",      -- default "<hostname>-<pid>" [NODE_ID]
+    upstream = "demo",         -- answer source; only "demo" for now
+
+    -- Redis is off unless a url or a host is set (here or by environment).
+    -- redis.url and redis.host are mutually exclusive; a url supplies host,
+    -- port, username, password and db. Same as REDIS_URL=redis://...
+    redis = {
+        -- url = "redis://:password@127.0.0.1:6379/0", -- [REDIS_URL]
+        -- host = "127.0.0.1",  -- [REDIS_HOST]
+        port = 6379,            -- 1-65535 [REDIS_PORT]
+        -- password = "...",    -- [REDIS_PASSWORD]; overrides the url's
+        -- username = "...",    -- ACL user; default user when unset
+        db = 0,                 -- database number, >= 0
+        connect_timeout = 2,    -- seconds, > 0
+        command_timeout = 5,    -- seconds, > 0
+        reconnect_min_delay = 0.1, -- seconds, > 0; first reconnect backoff
+        reconnect_max_delay = 5,   -- seconds, >= reconnect_min_delay
+    },
+
+    auth = {
+        dev_mode = true,        -- off in production unless
+                                -- STREAMGATE_DEV_MODE=1 [STREAMGATE_DEV_MODE]
+        -- jwt_secret = "...",  -- [JWT_SECRET]; required (>= 32 bytes) in
+                                -- production, dev mode falls back to
+                                -- "streamgate-dev-secret-change-me"
+        jwt_algorithm = "HS256", -- "HS256" | "HS384" | "HS512" [JWT_ALGORITHM]
+        leeway = 30,            -- seconds of clock skew allowed, >= 0
+        -- issuer = "...",      -- required "iss"; not checked when unset
+        -- audience = "...",    -- required "aud"; not checked when unset
+        token_ttl = 3600,       -- seconds, >= 1; lifetime of issued tokens
+    },
+
+    limits = {
+        max_frame_bytes = 65536,    -- largest inbound WebSocket message
+        max_body_bytes = 1048576,   -- largest HTTP request body
+        max_connections = 10000,    -- concurrent connections, >= 1
+    },
+
+    stream = {
+        max_pending_chunks = 1000,      -- per-connection send queue, >= 1
+        max_pending_bytes = 4194304,    -- per-connection queued bytes, >= 1
+        history_ttl = 86400,            -- seconds a session's history lives
+    },
+
+    http = {
+        cors_origins = "*",     -- Access-Control-Allow-Origin [CORS_ORIGINS]
+        static_dir = "public",  -- static files [STREAMGATE_STATIC_DIR]
+    },
+
+    lua = {
+        path = "lua",               -- script directory [STREAMGATE_LUA_PATH]
+    },
+
+    demo = {
+        words_per_second = 30,      -- (0, 10000] [DEMO_WORDS_PER_SECOND]
+    },
+
+    log = {
+        level = "info",     -- "debug" | "info" | "warn" | "error" [LOG_LEVEL]
+        format = "text",    -- "text" | "json" [LOG_FORMAT]
+    },
+
+    -- plugins = {},        -- plugin settings (accepted, not used yet)
+}

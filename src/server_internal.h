@@ -1,0 +1,174 @@
+/* Core-internal types shared by server.c, ws.c, http.c and session.c: the
+ * server object, connections and sessions. Not part of the public API. */
+#ifndef SG_SERVER_INTERNAL_H
+#define SG_SERVER_INTERNAL_H
+
+#include <stdint.h>
+#include <uv.h>
+#include <libwebsockets.h>
+
+#include "streamgate.h"
+#include "broker.h"
+#include "buf.h"
+#include "config.h"
+#include "metrics.h"
+#include "script.h"
+
+typedef struct sg_conn sg_conn_t;
+typedef struct sg_session sg_session_t;
+typedef struct sg_sessions sg_sessions_t;
+typedef struct sg_http_req sg_http_req_t;
+
+/* Metric families the core updates (registered in server.c). */
+typedef struct sg_core_metrics {
+    sg_metric_t *ws_active;         /* websocket_active_connections */
+    sg_metric_t *ws_connections;    /* websocket_connections_total{status} */
+    sg_metric_t *ws_disconnections; /* websocket_disconnections_total */
+    sg_metric_t *ws_received;       /* websocket_messages_received_total{type} */
+    sg_metric_t *ws_sent;           /* websocket_messages_sent_total{type} */
+    sg_metric_t *ws_slow_closes;    /* websocket_slow_consumer_closes_total */
+    sg_metric_t *ws_queue_depth;    /* websocket_send_queue_depth (histogram) */
+    sg_metric_t *auth_attempts;     /* authentication_attempts_total{status} */
+    sg_metric_t *errors;            /* errors_total{type,component} */
+    sg_metric_t *sessions_active;   /* stream_active_sessions */
+    sg_metric_t *ingest;            /* stream_ingest_messages_total{result} */
+    sg_metric_t *subscriptions;     /* broker_subscriptions */
+    sg_metric_t *redis_up;          /* redis_up */
+    sg_metric_t *http_requests;     /* http_requests_total{route,status} */
+    sg_metric_t *lua_errors;        /* lua_errors_total */
+    sg_metric_t *rss;               /* process_resident_memory_bytes */
+    sg_metric_t *fds;               /* process_open_fds */
+    sg_metric_t *uptime;            /* process_uptime_seconds */
+} sg_core_metrics_t;
+
+struct sg_server {
+    uv_loop_t *loop;
+    uv_loop_t own_loop;
+    int owns_loop;
+    const sg_config_t *cfg;
+    void *data;
+
+    struct lws_context *lws;
+    struct lws_vhost *vhost;
+    sg_broker_t *broker;
+    sg_script_t *script;
+    sg_metrics_t *metrics;
+    sg_core_metrics_t m;
+    sg_sessions_t *sessions;
+
+    /* Connection slots: a connection id is (generation << 24 | slot), so a
+     * stale id held by a script never reaches a reused slot. */
+    sg_conn_t **slots;
+    uint32_t *slot_gen;
+    uint32_t nslots;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint32_t nconns;
+
+    uv_signal_t sigterm, sigint;
+    uv_timer_t stop_timer;
+    int stopping;      /* graceful stop started */
+    int stopped;       /* handles closed */
+    int pending_closes;
+    uint64_t drain_deadline; /* uv_now() limit for closing connections */
+    uint64_t started_ms;
+};
+
+/* Per-wsi user data for protocols[0]: lws allocates it on every wsi, HTTP
+ * and WebSocket alike (browsers send no subprotocol). */
+typedef struct sg_pss {
+    sg_conn_t *conn;     /* WebSocket state (ws.c) */
+    sg_http_req_t *http; /* current HTTP request (http.c) */
+} sg_pss_t;
+
+/* A WebSocket connection (owned by ws.c; session.c links it into its
+ * session and reads the join state). */
+enum sg_conn_state {
+    CONN_PENDING,  /* upgrade accepted, not established yet */
+    CONN_JOINING,  /* established, waiting for subscribe + history */
+    CONN_LIVE,
+};
+
+struct sg_conn {
+    uint64_t id;
+    sg_server_t *srv;
+    struct lws *wsi;
+    char *session_id;
+    char *user_id;
+    sg_conn_t *sess_next, *sess_prev;
+
+    /* Send queue: a ring of shared buffers. */
+    sg_buf_t **q;
+    uint32_t qhead, qlen, qcap;
+    size_t qbytes;
+
+    /* Live frames that arrived before the history frame was queued. */
+    sg_buf_t **held;
+    uint32_t nheld, heldcap;
+
+    /* Reassembly of fragmented inbound messages. */
+    char *rx;
+    size_t rxlen, rxcap;
+
+    uint8_t state;          /* enum sg_conn_state */
+    uint8_t history_pending; /* session.c: a history read is in flight */
+    uint8_t closing;
+    uint16_t close_code;
+    char close_reason[64];
+};
+
+
+/* ---- ws.c ---- */
+enum sg_frame_kind {
+    SG_FRAME_WELCOME,
+    SG_FRAME_HISTORY,
+    SG_FRAME_MESSAGE,
+    SG_FRAME_ERROR,
+    SG_FRAME_OTHER, /* sniffed from the payload's "type" */
+};
+
+/* lws protocol callback for HTTP and WebSocket (protocols[0]). */
+int sg__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                    void *user, void *in, size_t len);
+/* Queues `b` (takes a new reference) on `c`; counts it as sent with the
+ * frame kind. Closes the connection 4008 when its queue is over the limits.
+ * 0, SG_ECLOSED when closing, SG_EBUSY when the limit closed it. */
+int sg__ws_enqueue(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind);
+/* Like sg__ws_enqueue for live frames: while `c` is still joining (history
+ * not sent yet) the frame is held and queued after the history frame. */
+int sg__ws_deliver(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind);
+/* Starts closing `c` with a WebSocket close code and reason. */
+void sg__ws_close(sg_conn_t *c, int code, const char *reason);
+/* Looks up a connection by script id; NULL when gone. */
+sg_conn_t *sg__ws_find(sg_server_t *srv, uint64_t id);
+/* Closes every WebSocket with 1001 (graceful stop). */
+void sg__ws_close_all(sg_server_t *srv, int code, const char *reason);
+const char *sg__ws_session_id(const sg_conn_t *c);
+uint64_t sg__ws_id(const sg_conn_t *c);
+/* Called by session.c when the join (subscribe + history) completes:
+ * queues the held live frames and marks `c` live. */
+void sg__ws_set_live(sg_conn_t *c);
+int sg__ws_is_live(const sg_conn_t *c);
+
+/* ---- session.c ---- */
+sg_sessions_t *sg__sessions_new(sg_server_t *srv);
+void sg__sessions_free(sg_sessions_t *ss);
+/* Adds `c` to its session (creating it and subscribing on first use), then
+ * sends history once the subscription is confirmed. */
+int sg__session_attach(sg_server_t *srv, sg_conn_t *c);
+/* Removes `c`; unsubscribes when the session has no connection left. */
+void sg__session_detach(sg_server_t *srv, sg_conn_t *c);
+size_t sg__sessions_count(const sg_sessions_t *ss);
+/* Broker handlers. */
+void sg__session_on_message(void *srv, const char *sid, const char *payload,
+                            size_t len);
+void sg__session_on_subscribed(void *srv, const char *sid);
+
+/* ---- http.c ---- */
+int sg__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                      void *user, void *in, size_t len);
+
+/* ---- server.c ---- */
+uint64_t sg__now_ms(void);
+
+#endif

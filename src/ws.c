@@ -1,0 +1,589 @@
+/* WebSocket connections on /ws/chat: the handshake (path, query, session id,
+ * auth through the Lua on_connect hook), the per-connection bounded send
+ * queue of shared buffers, inbound frame reassembly and limits, and close
+ * handling. HTTP requests on the same protocol are handed to http.c.
+ *
+ * Browsers send no subprotocol, and lws binds such connections to
+ * protocols[0], so this callback serves both HTTP and WebSocket. */
+#include "server_internal.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chatmsg.h"
+#include "error.h"
+#include "log.h"
+#include "query.h"
+
+_Static_assert(LWS_PRE <= SG_BUF_HEADROOM, "buffer headroom below LWS_PRE");
+
+#define WS_MAX_FRAGMENT_ARGS 16
+
+static void ws_conn_free(sg_conn_t *c);
+
+/* ---- helpers ----------------------------------------------------------- */
+
+/* Maps a payload's "type" to a bounded label set for metrics. Only the
+ * first bytes are looked at: every frame we build starts with its type. */
+static const char *ws_sniff_type(const char *p, size_t len)
+{
+    static const char *const known[] = {
+        "welcome", "history", "message", "error", "pong", "heartbeat_ack",
+        "recovery_status", "ping", "heartbeat", "reconnect", "resume",
+        "resumed", "cancel", "presence", NULL};
+    size_t n = len < 96 ? len : 96;
+    const char *t = memmem(p, n, "\"type\":\"", 8);
+    if (t == NULL)
+        return "other";
+    t += 8;
+    size_t rest = (size_t)(p + n - t);
+    for (int i = 0; known[i] != NULL; i++) {
+        size_t kl = strlen(known[i]);
+        if (rest > kl && memcmp(t, known[i], kl) == 0 && t[kl] == '"')
+            return known[i];
+    }
+    return "other";
+}
+
+static uint32_t ws_slot(uint64_t id)
+{
+    return (uint32_t)(id & 0xffffffu);
+}
+
+static int ws_slot_alloc(sg_server_t *srv, sg_conn_t *c)
+{
+    if (srv->nfree == 0) {
+        uint32_t n = srv->nslots ? srv->nslots * 2 : 64;
+        if (n > 0xffffffu)
+            return SG_ENOMEM;
+        sg_conn_t **slots = realloc(srv->slots, n * sizeof(*slots));
+        if (slots == NULL)
+            return SG_ENOMEM;
+        srv->slots = slots;
+        uint32_t *gen = realloc(srv->slot_gen, n * sizeof(*gen));
+        if (gen == NULL)
+            return SG_ENOMEM;
+        srv->slot_gen = gen;
+        uint32_t *fr = realloc(srv->free_slots, n * sizeof(*fr));
+        if (fr == NULL)
+            return SG_ENOMEM;
+        srv->free_slots = fr;
+        for (uint32_t i = n; i > srv->nslots; i--) {
+            srv->slots[i - 1] = NULL;
+            srv->slot_gen[i - 1] = 0;
+            srv->free_slots[srv->nfree++] = i - 1;
+        }
+        srv->nslots = n;
+    }
+    uint32_t slot = srv->free_slots[--srv->nfree];
+    srv->slot_gen[slot]++;
+    srv->slots[slot] = c;
+    c->id = ((uint64_t)srv->slot_gen[slot] << 24) | slot;
+    srv->nconns++;
+    return 0;
+}
+
+static void ws_slot_release(sg_server_t *srv, sg_conn_t *c)
+{
+    if (c->id == 0)
+        return;
+    uint32_t slot = ws_slot(c->id);
+    assert(slot < srv->nslots && srv->slots[slot] == c);
+    srv->slots[slot] = NULL;
+    srv->free_slots[srv->nfree++] = slot;
+    srv->nconns--;
+    c->id = 0;
+}
+
+/* Answers a rejected upgrade with a JSON HTTP response; lws completes the
+ * transaction when CONFIRM_UPGRADE returns > 0. */
+static int ws_reject(struct lws *wsi, unsigned int status, const char *error,
+                     const char *detail)
+{
+    char body[384];
+    char detail_esc[256] = "";
+    if (detail != NULL) {
+        /* detail comes from our own messages, but escape anyway */
+        size_t j = 0;
+        for (size_t i = 0; detail[i] && j + 2 < sizeof(detail_esc); i++) {
+            char ch = detail[i];
+            if (ch == '"' || ch == '\\')
+                detail_esc[j++] = '\\';
+            detail_esc[j++] = (unsigned char)ch < 0x20 ? ' ' : ch;
+        }
+        detail_esc[j] = '\0';
+    }
+    int blen;
+    if (detail != NULL)
+        blen = snprintf(body, sizeof(body),
+                        "{\"error\":\"%s\",\"detail\":\"%s\"}", error,
+                        detail_esc);
+    else
+        blen = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", error);
+
+    unsigned char buf[LWS_PRE + 1024];
+    unsigned char *start = buf + LWS_PRE, *p = start;
+    unsigned char *end = buf + sizeof(buf) - 1;
+    if (lws_add_http_common_headers(wsi, status, "application/json",
+                                    (lws_filepos_t)blen, &p, end) ||
+        lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    memcpy(p, body, (size_t)blen);
+    p += blen;
+    if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < 0)
+        return -1;
+    return 1;
+}
+
+/* Reads the query the lws parser split into fragments. lws splits on the
+ * raw '&' before it decodes %XX, which is the order PROTOCOL.md asks for. */
+static void ws_query_params(struct lws *wsi, char **sid, char **uid,
+                            char **token)
+{
+    char frag[1024];
+    for (int i = 0; i < WS_MAX_FRAGMENT_ARGS; i++) {
+        int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag),
+                                      WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break;
+        char **dst = NULL;
+        const char *val = NULL;
+        if (strncmp(frag, "session_id=", 11) == 0) {
+            dst = sid, val = frag + 11;
+        } else if (strncmp(frag, "user_id=", 8) == 0) {
+            dst = uid, val = frag + 8;
+        } else if (strncmp(frag, "token=", 6) == 0) {
+            dst = token, val = frag + 6;
+        }
+        if (dst != NULL && *dst == NULL) /* first occurrence wins */
+            *dst = strdup(val);
+    }
+}
+
+static int ws_path_ok(struct lws *wsi)
+{
+    char uri[128];
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
+        return 0;
+    return strcmp(uri, "/ws/chat") == 0 || strcmp(uri, "/ws/chat/v2") == 0;
+}
+
+/* ---- handshake ------------------------------------------------------- */
+
+static int ws_auth(sg_server_t *srv, struct lws *wsi, sg_conn_t *c,
+                   const char *token)
+{
+    char origin[256] = "", remote[64] = "";
+    int has_origin = lws_hdr_copy(wsi, origin, sizeof(origin),
+                                  WSI_TOKEN_ORIGIN) > 0;
+    lws_get_peer_simple(wsi, remote, sizeof(remote));
+    sg_script_connect_req_t req = {
+        .session_id = c->session_id,
+        .user_id = c->user_id,
+        .token = token,
+        .path = "/ws/chat",
+        .remote_addr = remote,
+        .origin = has_origin ? origin : NULL,
+    };
+    char reason[160] = "", identity[160] = "";
+    int ok = sg_script_on_connect(srv->script, &req, reason, sizeof(reason),
+                                  identity, sizeof(identity));
+    sg_metric_inc1(srv->m.auth_attempts, ok == 1 ? "success" : "failure");
+    if (ok != 1) {
+        SG_INFO("ws", "handshake rejected sid=%s user=%s from %s: %s",
+                c->session_id, c->user_id, remote, reason);
+        return 0;
+    }
+    if (identity[0] != '\0' && strcmp(identity, c->user_id) != 0) {
+        char *u = strdup(identity);
+        if (u != NULL) {
+            free(c->user_id);
+            c->user_id = u;
+        }
+    }
+    return 1;
+}
+
+static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi,
+                              sg_pss_t *pss)
+{
+    if (!ws_path_ok(wsi))
+        return ws_reject(wsi, 404, "Not found",
+                         "WebSocket endpoint is /ws/chat");
+    if (srv->stopping)
+        return ws_reject(wsi, 503, "Service unavailable", "server draining");
+    if ((int)srv->nconns >= srv->cfg->limits.max_connections) {
+        sg_metric_inc1(srv->m.ws_connections, "failure");
+        return ws_reject(wsi, 503, "Service unavailable",
+                         "too many connections");
+    }
+
+    char *sid = NULL, *uid = NULL, *token = NULL;
+    ws_query_params(wsi, &sid, &uid, &token);
+    sg_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        free(sid), free(uid), free(token);
+        return -1;
+    }
+    c->srv = srv;
+    c->wsi = wsi;
+    c->session_id = sid ? sid : strdup("default");
+    c->user_id = uid ? uid : strdup("default_user");
+    if (c->session_id == NULL || c->user_id == NULL) {
+        free(token);
+        ws_conn_free(c);
+        return -1;
+    }
+
+    char err[128];
+    if (!sg_query_session_id_valid(c->session_id, err, sizeof(err))) {
+        sg_metric_inc1(srv->m.ws_connections, "failure");
+        free(token);
+        ws_conn_free(c);
+        return ws_reject(wsi, 400, "Bad request", err);
+    }
+    int allowed = ws_auth(srv, wsi, c, token);
+    free(token);
+    if (!allowed) {
+        sg_metric_inc1(srv->m.ws_connections, "failure");
+        ws_conn_free(c);
+        return ws_reject(wsi, 401, "Authentication failed", NULL);
+    }
+    pss->conn = c;
+    return 0;
+}
+
+static void ws_established(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
+{
+    sg_conn_t *c = pss->conn;
+    if (c == NULL || ws_slot_alloc(srv, c) != 0) {
+        SG_ERROR("ws", "connection established without handshake state");
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                         (unsigned char *)"internal error", 14);
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    c->wsi = wsi;
+    c->state = CONN_JOINING;
+    sg_metric_add(srv->m.ws_active, NULL, 1);
+    sg_metric_inc1(srv->m.ws_connections, "success");
+    SG_DEBUG("ws", "connected id=%llu sid=%s user=%s",
+             (unsigned long long)c->id, c->session_id, c->user_id);
+
+    sg_buf_t *w = sg_chatmsg_welcome_frame(c->session_id, srv->cfg->node_id);
+    if (w != NULL) {
+        sg__ws_enqueue(c, w, SG_FRAME_WELCOME);
+        sg_buf_unref(w);
+    }
+    if (sg__session_attach(srv, c) != 0)
+        sg__ws_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                     "internal error");
+}
+
+/* ---- inbound ----------------------------------------------------------- */
+
+static void ws_dispatch(sg_server_t *srv, sg_conn_t *c, const char *text,
+                        size_t len)
+{
+    const char *type = len == 4 && memcmp(text, "ping", 4) == 0
+                           ? "text_ping"
+                           : ws_sniff_type(text, len);
+    sg_metric_inc1(srv->m.ws_received, type);
+    sg_script_conn_t info = {c->id, c->session_id, c->user_id};
+    sg_script_on_message(srv->script, &info, text, len);
+}
+
+static int ws_receive(sg_server_t *srv, struct lws *wsi, sg_conn_t *c,
+                      const char *in, size_t len)
+{
+    if (c->closing)
+        return 0;
+    if (lws_frame_is_binary(wsi)) {
+        sg_metric_inc1(srv->m.ws_received, "binary");
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                         (unsigned char *)"binary frames not supported", 27);
+        return -1;
+    }
+    size_t max = srv->cfg->limits.max_frame_bytes;
+    if (c->rxlen + len > max) {
+        static const char *const labels[] = {"frame_too_big", "ws"};
+        sg_metric_add(srv->m.errors, labels, 1);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too big", 15);
+        return -1;
+    }
+    int final = lws_is_final_fragment(wsi) &&
+                lws_remaining_packet_payload(wsi) == 0;
+    if (final && c->rxlen == 0) { /* common case: one fragment, no copy */
+        ws_dispatch(srv, c, in, len);
+        return 0;
+    }
+    if (c->rxlen + len + 1 > c->rxcap) {
+        size_t cap = c->rxcap ? c->rxcap : 1024;
+        while (cap < c->rxlen + len + 1)
+            cap *= 2;
+        char *rx = realloc(c->rx, cap);
+        if (rx == NULL)
+            return -1;
+        c->rx = rx, c->rxcap = cap;
+    }
+    memcpy(c->rx + c->rxlen, in, len);
+    c->rxlen += len;
+    if (final) {
+        c->rx[c->rxlen] = '\0';
+        ws_dispatch(srv, c, c->rx, c->rxlen);
+        free(c->rx); /* large messages are rare; keep idle memory small */
+        c->rx = NULL, c->rxlen = 0, c->rxcap = 0;
+    }
+    return 0;
+}
+
+/* ---- outbound ---------------------------------------------------------- */
+
+static void ws_queue_clear(sg_conn_t *c)
+{
+    for (uint32_t i = 0; i < c->qlen; i++)
+        sg_buf_unref(c->q[(c->qhead + i) % c->qcap]);
+    c->qhead = c->qlen = 0;
+    c->qbytes = 0;
+    for (uint32_t i = 0; i < c->nheld; i++)
+        sg_buf_unref(c->held[i]);
+    c->nheld = 0;
+}
+
+static int ws_queue_push(sg_conn_t *c, sg_buf_t *b)
+{
+    if (c->qlen == c->qcap) {
+        uint32_t cap = c->qcap ? c->qcap * 2 : 8;
+        sg_buf_t **q = malloc(cap * sizeof(*q));
+        if (q == NULL)
+            return SG_ENOMEM;
+        for (uint32_t i = 0; i < c->qlen; i++)
+            q[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = q, c->qcap = cap, c->qhead = 0;
+    }
+    c->q[(c->qhead + c->qlen) % c->qcap] = sg_buf_ref(b);
+    c->qlen++;
+    c->qbytes += b->len;
+    return 0;
+}
+
+static int ws_over_limits(const sg_conn_t *c, size_t add)
+{
+    const sg_config_t *cfg = c->srv->cfg;
+    return c->qlen + c->nheld >= (uint32_t)cfg->stream.max_pending_chunks ||
+           c->qbytes + add > cfg->stream.max_pending_bytes;
+}
+
+static void ws_slow_consumer(sg_conn_t *c)
+{
+    sg_metric_inc(c->srv->m.ws_slow_closes);
+    SG_WARN("ws", "closing slow consumer id=%llu sid=%s (%u frames, %zu bytes "
+                  "queued)",
+            (unsigned long long)c->id, c->session_id, c->qlen, c->qbytes);
+    sg__ws_close(c, 4008, "slow consumer");
+}
+
+int sg__ws_enqueue(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind)
+{
+    if (c->closing)
+        return SG_ECLOSED;
+    if (ws_over_limits(c, b->len)) {
+        ws_slow_consumer(c);
+        return SG_EBUSY;
+    }
+    if (ws_queue_push(c, b) != 0)
+        return SG_ENOMEM;
+    static const char *const kinds[] = {"welcome", "history", "message",
+                                        "error"};
+    const char *label = kind == SG_FRAME_OTHER
+                            ? ws_sniff_type((const char *)sg_buf_data(b),
+                                            b->len)
+                            : kinds[kind];
+    sg_metric_inc1(c->srv->m.ws_sent, label);
+    if (c->wsi != NULL)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+int sg__ws_deliver(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind)
+{
+    if (c->state == CONN_LIVE)
+        return sg__ws_enqueue(c, b, kind);
+    if (c->closing)
+        return SG_ECLOSED;
+    if (ws_over_limits(c, b->len)) {
+        ws_slow_consumer(c);
+        return SG_EBUSY;
+    }
+    if (c->nheld == c->heldcap) {
+        uint32_t cap = c->heldcap ? c->heldcap * 2 : 4;
+        sg_buf_t **h = realloc(c->held, cap * sizeof(*h));
+        if (h == NULL)
+            return SG_ENOMEM;
+        c->held = h, c->heldcap = cap;
+    }
+    c->held[c->nheld++] = sg_buf_ref(b);
+    return 0;
+}
+
+void sg__ws_set_live(sg_conn_t *c)
+{
+    if (c->state == CONN_LIVE)
+        return;
+    c->state = CONN_LIVE;
+    uint32_t n = c->nheld;
+    c->nheld = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        sg__ws_enqueue(c, c->held[i], SG_FRAME_MESSAGE);
+        sg_buf_unref(c->held[i]);
+    }
+    free(c->held);
+    c->held = NULL, c->heldcap = 0;
+}
+
+int sg__ws_is_live(const sg_conn_t *c)
+{
+    return c->state == CONN_LIVE;
+}
+
+static int ws_writeable(sg_conn_t *c, struct lws *wsi)
+{
+    if (c->closing) {
+        lws_close_reason(wsi, (enum lws_close_status)c->close_code,
+                         (unsigned char *)c->close_reason,
+                         strlen(c->close_reason));
+        return -1;
+    }
+    if (c->qlen == 0)
+        return 0;
+    sg_buf_t *b = c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    c->qbytes -= b->len;
+    int n = lws_write(wsi, sg_buf_data(b), b->len, LWS_WRITE_TEXT);
+    sg_buf_unref(b);
+    if (n < 0)
+        return -1;
+    if (c->qlen > 0)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+void sg__ws_close(sg_conn_t *c, int code, const char *reason)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_code = (uint16_t)code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    ws_queue_clear(c);
+    if (c->wsi != NULL) {
+        lws_callback_on_writable(c->wsi);
+        /* A peer that never reads never makes us writable: bound the wait. */
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+    }
+}
+
+void sg__ws_close_all(sg_server_t *srv, int code, const char *reason)
+{
+    for (uint32_t i = 0; i < srv->nslots; i++)
+        if (srv->slots[i] != NULL)
+            sg__ws_close(srv->slots[i], code, reason);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void ws_conn_free(sg_conn_t *c)
+{
+    ws_queue_clear(c);
+    free(c->q);
+    free(c->held);
+    free(c->rx);
+    free(c->session_id);
+    free(c->user_id);
+    free(c);
+}
+
+static void ws_closed(sg_server_t *srv, sg_pss_t *pss)
+{
+    sg_conn_t *c = pss->conn;
+    pss->conn = NULL;
+    if (c == NULL)
+        return;
+    if (c->id != 0) {
+        sg__session_detach(srv, c);
+        sg_script_conn_t info = {c->id, c->session_id, c->user_id};
+        sg_script_on_disconnect(srv->script, &info);
+        sg_metric_add(srv->m.ws_active, NULL, -1);
+        sg_metric_inc(srv->m.ws_disconnections);
+        SG_DEBUG("ws", "disconnected id=%llu sid=%s",
+                 (unsigned long long)c->id, c->session_id);
+        ws_slot_release(srv, c);
+    }
+    c->wsi = NULL;
+    ws_conn_free(c);
+}
+
+sg_conn_t *sg__ws_find(sg_server_t *srv, uint64_t id)
+{
+    uint32_t slot = ws_slot(id);
+    if (slot >= srv->nslots)
+        return NULL;
+    sg_conn_t *c = srv->slots[slot];
+    return c != NULL && c->id == id ? c : NULL;
+}
+
+const char *sg__ws_session_id(const sg_conn_t *c)
+{
+    return c->session_id;
+}
+
+uint64_t sg__ws_id(const sg_conn_t *c)
+{
+    return c->id;
+}
+
+/* ---- the protocol callback ------------------------------------------- */
+
+int sg__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                    void *user, void *in, size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    sg_server_t *srv = ctx ? lws_context_user(ctx) : NULL;
+    sg_pss_t *pss = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        if (in == NULL || strcmp(in, "websocket") != 0)
+            return -1;
+        return ws_confirm_upgrade(srv, wsi, pss);
+    case LWS_CALLBACK_ESTABLISHED:
+        ws_established(srv, wsi, pss);
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        if (pss->conn == NULL)
+            return -1;
+        return ws_receive(srv, wsi, pss->conn, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (pss->conn == NULL)
+            return -1;
+        return ws_writeable(pss->conn, wsi);
+    case LWS_CALLBACK_CLOSED:
+        ws_closed(srv, pss);
+        return 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* an upgrade that failed after CONFIRM_UPGRADE leaves state here */
+        if (pss != NULL && pss->conn != NULL && pss->conn->id == 0) {
+            ws_conn_free(pss->conn);
+            pss->conn = NULL;
+        }
+        return sg__http_callback(wsi, reason, user, in, len);
+    default:
+        return sg__http_callback(wsi, reason, user, in, len);
+    }
+}
