@@ -593,6 +593,9 @@ int sg__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
     sg_server_t *srv = ctx ? lws_context_user(ctx) : NULL;
     sg_pss_t *pss = user;
 
+    if (pss == NULL && reason != LWS_CALLBACK_WSI_DESTROY &&
+        reason != LWS_CALLBACK_CLOSED_HTTP)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         http_req_free(pss->http);

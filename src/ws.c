@@ -123,16 +123,24 @@ static int ws_reject(struct lws *wsi, unsigned int status, const char *error,
     else
         blen = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", error);
 
+    /* Written by hand: at CONFIRM_UPGRADE lws has not recorded the request's
+     * HTTP version yet, so its header helpers answer "HTTP/1.0", which
+     * strict WebSocket clients refuse to parse. */
+    static const char *const reasons[] = {"400 Bad Request",
+                                          "401 Unauthorized", "404 Not Found",
+                                          "503 Service Unavailable"};
+    const char *status_text = status == 400   ? reasons[0]
+                              : status == 401 ? reasons[1]
+                              : status == 404 ? reasons[2]
+                                              : reasons[3];
     unsigned char buf[LWS_PRE + 1024];
-    unsigned char *start = buf + LWS_PRE, *p = start;
-    unsigned char *end = buf + sizeof(buf) - 1;
-    if (lws_add_http_common_headers(wsi, status, "application/json",
-                                    (lws_filepos_t)blen, &p, end) ||
-        lws_finalize_http_header(wsi, &p, end))
+    int n = snprintf((char *)buf + LWS_PRE, sizeof(buf) - LWS_PRE,
+                     "HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                     "content-length: %d\r\nconnection: close\r\n\r\n%s",
+                     status_text, blen, body);
+    if (n <= 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
         return -1;
-    memcpy(p, body, (size_t)blen);
-    p += blen;
-    if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < 0)
+    if (lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS) < 0)
         return -1;
     return 1;
 }
@@ -206,8 +214,10 @@ static int ws_auth(sg_server_t *srv, struct lws *wsi, sg_conn_t *c,
     return 1;
 }
 
-static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi,
-                              sg_pss_t *pss)
+/* lws has not allocated the per-wsi user data yet at CONFIRM_UPGRADE, so
+ * the handshake state rides on the wsi's opaque pointer until ESTABLISHED
+ * moves it into the user data. */
+static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi)
 {
     if (!ws_path_ok(wsi))
         return ws_reject(wsi, 404, "Not found",
@@ -251,14 +261,16 @@ static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi,
         ws_conn_free(c);
         return ws_reject(wsi, 401, "Authentication failed", NULL);
     }
-    pss->conn = c;
+    lws_set_opaque_user_data(wsi, c);
     return 0;
 }
 
 static void ws_established(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
 {
-    sg_conn_t *c = pss->conn;
-    if (c == NULL || ws_slot_alloc(srv, c) != 0) {
+    sg_conn_t *c = lws_get_opaque_user_data(wsi);
+    if (pss != NULL)
+        pss->conn = c;
+    if (c == NULL || pss == NULL || ws_slot_alloc(srv, c) != 0) {
         SG_ERROR("ws", "connection established without handshake state");
         lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
                          (unsigned char *)"internal error", 14);
@@ -508,10 +520,12 @@ static void ws_conn_free(sg_conn_t *c)
     free(c);
 }
 
-static void ws_closed(sg_server_t *srv, sg_pss_t *pss)
+static void ws_closed(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
 {
-    sg_conn_t *c = pss->conn;
-    pss->conn = NULL;
+    sg_conn_t *c = lws_get_opaque_user_data(wsi);
+    lws_set_opaque_user_data(wsi, NULL);
+    if (pss != NULL)
+        pss->conn = NULL;
     if (c == NULL)
         return;
     if (c->id != 0) {
@@ -560,28 +574,25 @@ int sg__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         if (in == NULL || strcmp(in, "websocket") != 0)
             return -1;
-        return ws_confirm_upgrade(srv, wsi, pss);
+        return ws_confirm_upgrade(srv, wsi);
     case LWS_CALLBACK_ESTABLISHED:
         ws_established(srv, wsi, pss);
         return 0;
     case LWS_CALLBACK_RECEIVE:
-        if (pss->conn == NULL)
+        if (pss == NULL || pss->conn == NULL)
             return -1;
         return ws_receive(srv, wsi, pss->conn, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (pss->conn == NULL)
+        if (pss == NULL || pss->conn == NULL)
             return -1;
         return ws_writeable(pss->conn, wsi);
     case LWS_CALLBACK_CLOSED:
-        ws_closed(srv, pss);
+        ws_closed(srv, wsi, pss);
         return 0;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_WSI_DESTROY:
         /* an upgrade that failed after CONFIRM_UPGRADE leaves state here */
-        if (pss != NULL && pss->conn != NULL && pss->conn->id == 0) {
-            ws_conn_free(pss->conn);
-            pss->conn = NULL;
-        }
+        ws_closed(srv, wsi, NULL);
         return sg__http_callback(wsi, reason, user, in, len);
     default:
         return sg__http_callback(wsi, reason, user, in, len);
