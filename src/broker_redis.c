@@ -1,0 +1,858 @@
+/* The Redis broker engine (broker.h): pub/sub on chat:stream:{sid} and the
+ * history list chat:history:{sid}, over two hiredis async contexts.
+ *
+ * `sub` carries only (UN)SUBSCRIBE: hiredis 0.14 misroutes or disconnects
+ * on any other command in subscribed mode (deps.md §2). `cmd` carries
+ * PUBLISH, RPUSH, EXPIRE, LRANGE and DEL. Both do AUTH and SELECT first;
+ * the engine is ready when both have. Losing either tears both down and
+ * reconnects them with exponential backoff plus jitter; the wanted set of
+ * channels survives and is resubscribed.
+ *
+ * Every hiredis context is freed from a loop timer (defer_timer), never
+ * from a hiredis callback (see redis_uv.h for why). */
+#include "broker.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "error.h"
+#include "log.h"
+#include "map.h"
+#include "redis_uv.h"
+
+#define BR_CHANNEL_PREFIX "chat:stream:"
+#define BR_HISTORY_PREFIX "chat:history:"
+#define BR_KEY_MAX 192 /* prefix + sid (validated to <= 128 chars) */
+
+/* Per-channel state. hiredis 0.14 drops a channel's callback when an
+ * UNSUBSCRIBE reply arrives, so a SUBSCRIBE sent while an UNSUBSCRIBE is in
+ * flight could lose its callback: at most one of them is ever in flight per
+ * channel, and the reply handler sends the next one if `wanted` changed
+ * meanwhile. */
+typedef enum {
+    CH_UNSUBSCRIBED,
+    CH_SUBSCRIBING,
+    CH_SUBSCRIBED,
+    CH_UNSUBSCRIBING,
+} channel_state_t;
+
+typedef struct channel {
+    channel_state_t state;
+    int wanted;
+} channel_t;
+
+typedef struct broker_redis broker_redis_t;
+
+typedef enum { OP_DONE, OP_LIST } op_kind_t;
+
+/* One history operation; privdata of its hiredis callback(s). `refs` is the
+ * number of hiredis callbacks still due (RPUSH + EXPIRE share one op). */
+typedef struct op {
+    broker_redis_t *b;
+    op_kind_t kind;
+    int refs;
+    int status;
+    sg_broker_done_cb done_cb;
+    sg_broker_list_cb list_cb;
+    void *arg;
+} op_t;
+
+struct broker_redis {
+    sg_broker_t base;
+    uv_loop_t *loop;
+    sg_broker_handlers_t h;
+    /* settings copied from the config */
+    char *host;
+    int port;
+    char *username;
+    char *password;
+    int db;
+    uint64_t connect_timeout_ms;
+    uint64_t min_delay_ms;
+    uint64_t max_delay_ms;
+    int history_ttl;
+    /* connection */
+    redisAsyncContext *sub;
+    redisAsyncContext *cmd;
+    int sub_ready;           /* connected + AUTH/SELECT done */
+    int cmd_ready;
+    int sub_handshake;       /* AUTH/SELECT replies still due */
+    int cmd_handshake;
+    int ready;               /* last value reported through on_state */
+    int down;                /* teardown of the current pair scheduled */
+    int outage_logged;       /* "connection lost" said for this outage */
+    int ever_ready;
+    uint64_t delay_ms;       /* next reconnect delay */
+    uint64_t rng;
+    char status[256];
+    uv_timer_t reconnect_timer;
+    uv_timer_t defer_timer;
+    /* channels */
+    sg_map_t *channels;      /* sid -> channel_t */
+    size_t wanted_count;
+    /* closing */
+    int closing;
+    int open_handles;
+    sg_broker_closed_cb closed_cb;
+    void *closed_arg;
+};
+
+static const sg_broker_vtable_t broker_redis_vt;
+
+static void br_connect_pair(broker_redis_t *b);
+static void br_conn_lost(broker_redis_t *b, const char *reason);
+static void br_on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
+static void br_on_defer(uv_timer_t *timer);
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void br_key(char *out, const char *prefix, const char *sid)
+{
+    snprintf(out, BR_KEY_MAX, "%s%s", prefix, sid);
+}
+
+/* Session ids are validated upstream; this guards the key buffers. */
+static int br_sid_ok(const char *sid)
+{
+    size_t n = sid != NULL ? strlen(sid) : 0;
+    return n > 0 && n <= 128;
+}
+
+/* "DOWN: connection refused": hiredis capitalises socket errors, our
+ * status texts are lowercase. */
+static void br_set_status(broker_redis_t *b, const char *reason)
+{
+    int n = snprintf(b->status, sizeof(b->status), "DOWN: %s", reason);
+    if (n > 6 && b->status[6] >= 'A' && b->status[6] <= 'Z' &&
+        b->status[7] >= 'a' && b->status[7] <= 'z')
+        b->status[6] = (char)(b->status[6] - 'A' + 'a');
+}
+
+/* Calls on_state when readiness changed; never after close. */
+static void br_update_ready(broker_redis_t *b)
+{
+    int ready = !b->closing && !b->down && b->sub_ready && b->cmd_ready;
+    if (ready == b->ready)
+        return;
+    b->ready = ready;
+    if (b->h.on_state != NULL)
+        b->h.on_state(b->h.arg, ready);
+}
+
+/* Next reconnect delay: current delay plus up to 25 % jitter, then the
+ * delay doubles up to the maximum. */
+static uint64_t br_next_delay(broker_redis_t *b)
+{
+    uint64_t d = b->delay_ms;
+    b->rng ^= b->rng << 13;
+    b->rng ^= b->rng >> 7;
+    b->rng ^= b->rng << 17;
+    uint64_t jitter = d / 4 > 0 ? b->rng % (d / 4 + 1) : 0;
+    b->delay_ms = d * 2 > b->max_delay_ms ? b->max_delay_ms : d * 2;
+    return d + jitter;
+}
+
+static int br_op_status(const broker_redis_t *b)
+{
+    return b->closing ? SG_ECANCELED : SG_EIO;
+}
+
+/* ---- channels ---------------------------------------------------------- */
+
+static void br_send_subscribe(broker_redis_t *b, const char *sid,
+                              channel_t *ch)
+{
+    char chan[BR_KEY_MAX];
+    br_key(chan, BR_CHANNEL_PREFIX, sid);
+    /* privdata is the broker, never the channel: hiredis keeps channel
+     * callbacks until the context is freed, after the entry may be gone. */
+    if (redisAsyncCommand(b->sub, br_on_sub_reply, b, "SUBSCRIBE %s",
+                          chan) == REDIS_OK)
+        ch->state = CH_SUBSCRIBING;
+}
+
+static void br_send_unsubscribe(broker_redis_t *b, const char *sid,
+                                channel_t *ch)
+{
+    char chan[BR_KEY_MAX];
+    br_key(chan, BR_CHANNEL_PREFIX, sid);
+    /* UNSUBSCRIBE has no callback of its own in hiredis: its reply goes to
+     * the channel's SUBSCRIBE callback (br_on_sub_reply). */
+    if (redisAsyncCommand(b->sub, NULL, NULL, "UNSUBSCRIBE %s", chan) ==
+        REDIS_OK)
+        ch->state = CH_UNSUBSCRIBING;
+}
+
+static int br_visit_resubscribe(void *ctx, const char *sid, void *value)
+{
+    broker_redis_t *b = ctx;
+    channel_t *ch = value;
+    if (ch->wanted && ch->state == CH_UNSUBSCRIBED)
+        br_send_subscribe(b, sid, ch);
+    return 0;
+}
+
+/* The pair was lost: nothing is subscribed on the next one. */
+static int br_visit_reset(void *ctx, const char *sid, void *value)
+{
+    channel_t *ch = value;
+    ch->state = CH_UNSUBSCRIBED;
+    if (ch->wanted)
+        return 0;
+    free(ch);
+    return 1;
+}
+
+static int br_visit_free(void *ctx, const char *sid, void *value)
+{
+    free(value);
+    return 1;
+}
+
+static void br_on_subscribe_reply(broker_redis_t *b, const char *sid,
+                                  channel_t *ch)
+{
+    if (ch == NULL || ch->state != CH_SUBSCRIBING) {
+        SG_DEBUG("broker", "redis: unexpected subscribe reply sid=%s", sid);
+        return;
+    }
+    ch->state = CH_SUBSCRIBED;
+    if (!ch->wanted) {
+        br_send_unsubscribe(b, sid, ch);
+        return;
+    }
+    if (b->h.on_subscribed != NULL)
+        b->h.on_subscribed(b->h.arg, sid);
+}
+
+static void br_on_unsubscribe_reply(broker_redis_t *b, const char *sid,
+                                    channel_t *ch)
+{
+    if (ch == NULL || ch->state != CH_UNSUBSCRIBING) {
+        SG_DEBUG("broker", "redis: unexpected unsubscribe reply sid=%s", sid);
+        return;
+    }
+    ch->state = CH_UNSUBSCRIBED;
+    if (ch->wanted) {
+        br_send_subscribe(b, sid, ch);
+        return;
+    }
+    free(sg_map_remove(b->channels, sid));
+}
+
+/* Every reply on `sub` arrives here: subscribe/unsubscribe confirmations
+ * and messages, or NULL when the context goes away. */
+static void br_on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    broker_redis_t *b = priv;
+    redisReply *reply = r;
+
+    if (ac != b->sub || b->closing)
+        return; /* a context we are freeing */
+    if (reply == NULL) {
+        br_conn_lost(b, ac->errstr != NULL && ac->err ? ac->errstr
+                                                      : "connection lost");
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    const char *chan = reply->element[1]->str;
+    size_t plen = strlen(BR_CHANNEL_PREFIX);
+    if (strncmp(chan, BR_CHANNEL_PREFIX, plen) != 0)
+        return;
+    const char *sid = chan + plen;
+    channel_t *ch = sg_map_get(b->channels, sid);
+
+    if (strcasecmp(kind, "message") == 0) {
+        redisReply *p = reply->element[2];
+        if (ch != NULL && ch->wanted && ch->state == CH_SUBSCRIBED &&
+            p->type == REDIS_REPLY_STRING && b->h.on_message != NULL)
+            b->h.on_message(b->h.arg, sid, p->str, p->len);
+    } else if (strcasecmp(kind, "subscribe") == 0) {
+        br_on_subscribe_reply(b, sid, ch);
+    } else if (strcasecmp(kind, "unsubscribe") == 0) {
+        br_on_unsubscribe_reply(b, sid, ch);
+    }
+}
+
+/* ---- connection -------------------------------------------------------- */
+
+static int *br_ready_flag(broker_redis_t *b, const redisAsyncContext *ac)
+{
+    return ac == b->sub ? &b->sub_ready : &b->cmd_ready;
+}
+
+static int *br_handshake_count(broker_redis_t *b, const redisAsyncContext *ac)
+{
+    return ac == b->sub ? &b->sub_handshake : &b->cmd_handshake;
+}
+
+static void br_went_up(broker_redis_t *b)
+{
+    snprintf(b->status, sizeof(b->status), "UP");
+    SG_INFO("broker", "redis: connected to %s:%d", b->host, b->port);
+    b->outage_logged = 0;
+    b->ever_ready = 1;
+    b->delay_ms = b->min_delay_ms;
+    sg_map_foreach(b->channels, br_visit_resubscribe, b);
+    br_update_ready(b);
+}
+
+static void br_context_ready(broker_redis_t *b, const redisAsyncContext *ac)
+{
+    *br_ready_flag(b, ac) = 1;
+    if (b->sub_ready && b->cmd_ready)
+        br_went_up(b);
+}
+
+/* AUTH and SELECT replies. An error reply (wrong password, no such db)
+ * fails the pair like a lost connection, with the server's text. */
+static void br_on_handshake(redisAsyncContext *ac, void *r, void *priv)
+{
+    broker_redis_t *b = priv;
+    redisReply *reply = r;
+    char reason[200];
+
+    if ((ac != b->sub && ac != b->cmd) || b->closing || b->down)
+        return;
+    if (reply == NULL) {
+        br_conn_lost(b, ac->err ? ac->errstr : "connection lost");
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(reason, sizeof(reason), "auth failed: %s", reply->str);
+        br_conn_lost(b, reason);
+        return;
+    }
+    if (--*br_handshake_count(b, ac) == 0)
+        br_context_ready(b, ac);
+}
+
+static int br_send_handshake(broker_redis_t *b, redisAsyncContext *ac)
+{
+    int n = 0;
+    if (b->password != NULL) {
+        const char *argv[3] = {"AUTH", b->username, b->password};
+        size_t lens[3] = {4, 0, strlen(b->password)};
+        int argc = 2;
+        if (b->username != NULL) {
+            lens[1] = strlen(b->username);
+            argc = 3;
+        } else {
+            argv[1] = b->password;
+            lens[1] = lens[2];
+        }
+        if (redisAsyncCommandArgv(ac, br_on_handshake, b, argc, argv,
+                                  lens) != REDIS_OK)
+            return -1;
+        n++;
+    }
+    if (b->db != 0) {
+        if (redisAsyncCommand(ac, br_on_handshake, b, "SELECT %d",
+                              b->db) != REDIS_OK)
+            return -1;
+        n++;
+    }
+    *br_handshake_count(b, ac) = n;
+    return n;
+}
+
+static void br_on_connect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    broker_redis_t *b = ac->data;
+
+    if (ac != b->sub && ac != b->cmd)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees this context after we return. */
+        if (ac == b->sub)
+            b->sub = NULL;
+        else
+            b->cmd = NULL;
+        br_conn_lost(b, ac->errstr);
+        return;
+    }
+    if (b->closing || b->down)
+        return;
+    int n = br_send_handshake(b, ac);
+    if (n < 0)
+        br_conn_lost(b, "cannot send AUTH/SELECT");
+    else if (n == 0)
+        br_context_ready(b, ac);
+}
+
+static void br_on_disconnect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    broker_redis_t *b = ac->data;
+
+    if (ac != b->sub && ac != b->cmd)
+        return;
+    /* hiredis is freeing this context right now. */
+    if (ac == b->sub)
+        b->sub = NULL;
+    else
+        b->cmd = NULL;
+    br_conn_lost(b, ac->err ? ac->errstr : "server closed the connection");
+}
+
+static redisAsyncContext *br_connect_one(broker_redis_t *b, char *err,
+                                         size_t errlen)
+{
+    redisAsyncContext *ac = redisAsyncConnect(b->host, b->port);
+    if (ac == NULL) {
+        snprintf(err, errlen, "no memory");
+        return NULL;
+    }
+    if (ac->err) {
+        snprintf(err, errlen, "%s", ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    if (sg_redis_uv_attach(ac, b->loop, b->connect_timeout_ms) != 0) {
+        snprintf(err, errlen, "cannot watch the redis socket");
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = b;
+    redisAsyncSetConnectCallback(ac, br_on_connect);
+    redisAsyncSetDisconnectCallback(ac, br_on_disconnect);
+    return ac;
+}
+
+/* Starts a new pair. A synchronous failure (e.g. the host does not
+ * resolve) is handled like an asynchronous one. */
+static void br_connect_pair(broker_redis_t *b)
+{
+    char err[160];
+
+    b->down = 0;
+    b->sub_ready = b->cmd_ready = 0;
+    b->sub = br_connect_one(b, err, sizeof(err));
+    if (b->sub != NULL)
+        b->cmd = br_connect_one(b, err, sizeof(err));
+    if (b->sub == NULL || b->cmd == NULL)
+        br_conn_lost(b, err);
+}
+
+/* Frees whatever is left of the current pair. Only from loop callbacks.
+ * Pending command callbacks complete (NULL reply) with SG_EIO, or with
+ * SG_ECANCELED when closing. */
+static void br_free_pair(broker_redis_t *b)
+{
+    redisAsyncContext *sub = b->sub, *cmd = b->cmd;
+    b->sub = b->cmd = NULL;
+    b->sub_ready = b->cmd_ready = 0;
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    if (cmd != NULL)
+        redisAsyncFree(cmd);
+}
+
+/* Marks the pair lost (idempotent per pair): not ready, channels reset,
+ * teardown and reconnect scheduled. Safe from any hiredis callback. */
+static void br_conn_lost(broker_redis_t *b, const char *reason)
+{
+    if (b->closing || b->down)
+        return;
+    b->down = 1;
+    if (reason == NULL || reason[0] == '\0')
+        reason = "connection lost";
+    br_set_status(b, reason);
+    if (!b->outage_logged) {
+        b->outage_logged = 1;
+        if (b->ever_ready)
+            SG_WARN("broker", "redis: connection lost (%s); reconnecting",
+                    reason);
+        else
+            SG_WARN("broker", "redis: cannot connect to %s:%d (%s); "
+                    "retrying", b->host, b->port, reason);
+    } else {
+        SG_DEBUG("broker", "redis: reconnect failed (%s)", reason);
+    }
+    b->sub_ready = b->cmd_ready = 0;
+    sg_map_foreach(b->channels, br_visit_reset, b);
+    br_update_ready(b);
+    uv_timer_start(&b->defer_timer, br_on_defer, 0, 0);
+}
+
+/* ---- loop callbacks ---------------------------------------------------- */
+
+static void br_on_handle_closed(uv_handle_t *handle)
+{
+    broker_redis_t *b = handle->data;
+    if (--b->open_handles > 0)
+        return;
+    sg_broker_closed_cb cb = b->closed_cb;
+    void *arg = b->closed_arg;
+    sg_map_foreach(b->channels, br_visit_free, NULL);
+    sg_map_free(b->channels, NULL);
+    free(b->host);
+    free(b->username);
+    free(b->password);
+    free(b);
+    if (cb != NULL)
+        cb(arg);
+}
+
+static void br_on_reconnect(uv_timer_t *timer)
+{
+    broker_redis_t *b = timer->data;
+    if (!b->closing)
+        br_connect_pair(b);
+}
+
+/* The safe point: frees contexts outside hiredis, then either finishes
+ * closing or waits for the backoff before reconnecting. */
+static void br_on_defer(uv_timer_t *timer)
+{
+    broker_redis_t *b = timer->data;
+
+    br_free_pair(b);
+    if (b->closing) {
+        uv_close((uv_handle_t *)&b->reconnect_timer, br_on_handle_closed);
+        uv_close((uv_handle_t *)&b->defer_timer, br_on_handle_closed);
+        return;
+    }
+    if (b->down)
+        uv_timer_start(&b->reconnect_timer, br_on_reconnect,
+                       br_next_delay(b), 0);
+}
+
+/* ---- history operations ------------------------------------------------ */
+
+static op_t *br_op_new(broker_redis_t *b, op_kind_t kind, void *arg)
+{
+    op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return NULL;
+    op->b = b;
+    op->kind = kind;
+    op->arg = arg;
+    return op;
+}
+
+static void br_op_finish(op_t *op, const redisReply *reply)
+{
+    if (op->kind == OP_DONE) {
+        op->done_cb(op->arg, op->status);
+    } else if (op->status != 0) {
+        op->list_cb(op->arg, op->status, NULL, NULL, 0);
+    } else {
+        size_t n = reply->elements;
+        const char **items = calloc(n + 1, sizeof(*items));
+        size_t *lens = calloc(n + 1, sizeof(*lens));
+        if (items == NULL || lens == NULL) {
+            op->list_cb(op->arg, SG_ENOMEM, NULL, NULL, 0);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                items[i] = reply->element[i]->str;
+                lens[i] = reply->element[i]->len;
+            }
+            op->list_cb(op->arg, 0, items, lens, n);
+        }
+        free(items);
+        free(lens);
+    }
+    free(op);
+}
+
+/* Reply callback of every history command. A NULL reply means the context
+ * went away (lost: SG_EIO; closing: SG_ECANCELED). */
+static void br_on_op_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    op_t *op = priv;
+    broker_redis_t *b = op->b;
+    redisReply *reply = r;
+
+    if (reply == NULL) {
+        if (ac == b->cmd)
+            br_conn_lost(b, ac->err ? ac->errstr : "connection lost");
+        if (op->status == 0)
+            op->status = br_op_status(b);
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        SG_WARN("broker", "redis: command failed: %s", reply->str);
+        if (op->status == 0)
+            op->status = SG_EREMOTE;
+    } else if (op->kind == OP_LIST && reply->type != REDIS_REPLY_ARRAY) {
+        op->status = SG_EREMOTE;
+    }
+    if (--op->refs == 0)
+        br_op_finish(op, reply);
+}
+
+static int br_check(const broker_redis_t *b, const char *sid)
+{
+    if (b->closing)
+        return SG_ECLOSED;
+    if (!br_sid_ok(sid))
+        return SG_EINVAL;
+    if (!b->ready)
+        return SG_ENOTREADY;
+    return 0;
+}
+
+static int br_history_append(sg_broker_t *base, const char *sid,
+                             const char *p, size_t n, sg_broker_done_cb cb,
+                             void *arg)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    char key[BR_KEY_MAX], ttl[24];
+    int rc = br_check(b, sid);
+    if (rc != 0)
+        return rc;
+    op_t *op = br_op_new(b, OP_DONE, arg);
+    if (op == NULL)
+        return SG_ENOMEM;
+    op->done_cb = cb;
+    br_key(key, BR_HISTORY_PREFIX, sid);
+    snprintf(ttl, sizeof(ttl), "%d", b->history_ttl);
+    const char *rpush[3] = {"RPUSH", key, p};
+    size_t rpush_len[3] = {5, strlen(key), n};
+    const char *expire[3] = {"EXPIRE", key, ttl};
+    size_t expire_len[3] = {6, strlen(key), strlen(ttl)};
+
+    /* Pipelined; the op completes with the later (EXPIRE) callback, or
+     * with the RPUSH one if EXPIRE could not be queued. */
+    op->refs = 1;
+    if (redisAsyncCommandArgv(b->cmd, br_on_op_reply, op, 3, rpush,
+                              rpush_len) != REDIS_OK) {
+        free(op);
+        return SG_EIO;
+    }
+    if (redisAsyncCommandArgv(b->cmd, br_on_op_reply, op, 3, expire,
+                              expire_len) == REDIS_OK)
+        op->refs++;
+    else
+        op->status = SG_EIO;
+    return 0;
+}
+
+static int br_simple_op(broker_redis_t *b, op_t *op, const char *verb,
+                        const char *sid)
+{
+    char key[BR_KEY_MAX];
+    br_key(key, BR_HISTORY_PREFIX, sid);
+    op->refs = 1;
+    int rc = op->kind == OP_LIST
+                 ? redisAsyncCommand(b->cmd, br_on_op_reply, op,
+                                     "LRANGE %s 0 -1", key)
+                 : redisAsyncCommand(b->cmd, br_on_op_reply, op, "%s %s",
+                                     verb, key);
+    if (rc != REDIS_OK) {
+        free(op);
+        return SG_EIO;
+    }
+    return 0;
+}
+
+static int br_history_get(sg_broker_t *base, const char *sid,
+                          sg_broker_list_cb cb, void *arg)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    int rc = br_check(b, sid);
+    if (rc != 0)
+        return rc;
+    op_t *op = br_op_new(b, OP_LIST, arg);
+    if (op == NULL)
+        return SG_ENOMEM;
+    op->list_cb = cb;
+    return br_simple_op(b, op, "LRANGE", sid);
+}
+
+static int br_history_clear(sg_broker_t *base, const char *sid,
+                            sg_broker_done_cb cb, void *arg)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    int rc = br_check(b, sid);
+    if (rc != 0)
+        return rc;
+    op_t *op = br_op_new(b, OP_DONE, arg);
+    if (op == NULL)
+        return SG_ENOMEM;
+    op->done_cb = cb;
+    return br_simple_op(b, op, "DEL", sid);
+}
+
+/* ---- pub/sub ----------------------------------------------------------- */
+
+static int br_publish(sg_broker_t *base, const char *sid, const char *p,
+                      size_t n)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    char chan[BR_KEY_MAX];
+    int rc = br_check(b, sid);
+    if (rc != 0)
+        return rc;
+    br_key(chan, BR_CHANNEL_PREFIX, sid);
+    const char *argv[3] = {"PUBLISH", chan, p};
+    size_t lens[3] = {7, strlen(chan), n};
+    if (redisAsyncCommandArgv(b->cmd, NULL, NULL, 3, argv, lens) != REDIS_OK)
+        return SG_EIO;
+    return 0;
+}
+
+static int br_subscribe(sg_broker_t *base, const char *sid)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    if (b->closing)
+        return SG_ECLOSED;
+    if (!br_sid_ok(sid))
+        return SG_EINVAL;
+    channel_t *ch = sg_map_get(b->channels, sid);
+    if (ch == NULL) {
+        ch = calloc(1, sizeof(*ch));
+        if (ch == NULL)
+            return SG_ENOMEM;
+        if (sg_map_put(b->channels, sid, ch) != 0) {
+            free(ch);
+            return SG_ENOMEM;
+        }
+    }
+    if (ch->wanted)
+        return 0;
+    ch->wanted = 1;
+    b->wanted_count++;
+    /* SUBSCRIBING: the reply will confirm it. UNSUBSCRIBING: the reply
+     * handler resubscribes. Not ready: br_went_up subscribes. */
+    if (b->ready && ch->state == CH_UNSUBSCRIBED)
+        br_send_subscribe(b, sid, ch);
+    return 0;
+}
+
+static int br_unsubscribe(sg_broker_t *base, const char *sid)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    if (b->closing)
+        return SG_ECLOSED;
+    if (!br_sid_ok(sid))
+        return SG_EINVAL;
+    channel_t *ch = sg_map_get(b->channels, sid);
+    if (ch == NULL || !ch->wanted)
+        return 0;
+    ch->wanted = 0;
+    b->wanted_count--;
+    if (ch->state == CH_UNSUBSCRIBED)
+        free(sg_map_remove(b->channels, sid));
+    else if (ch->state == CH_SUBSCRIBED)
+        br_send_unsubscribe(b, sid, ch);
+    /* SUBSCRIBING / UNSUBSCRIBING: the pending reply decides. */
+    return 0;
+}
+
+static size_t br_subscription_count(const sg_broker_t *base)
+{
+    return ((const broker_redis_t *)base)->wanted_count;
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+static int br_is_ready(const sg_broker_t *base)
+{
+    return ((const broker_redis_t *)base)->ready;
+}
+
+static const char *br_status_text(const sg_broker_t *base)
+{
+    return ((const broker_redis_t *)base)->status;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void br_close(sg_broker_t *base, sg_broker_closed_cb cb, void *arg)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+    assert(!b->closing);
+    b->closing = 1;
+    b->closed_cb = cb;
+    b->closed_arg = arg;
+    b->ready = 0;
+    snprintf(b->status, sizeof(b->status), "DOWN: closed");
+    uv_timer_stop(&b->reconnect_timer);
+    /* Contexts are freed (and pending callbacks cancelled) from the loop,
+     * never here: close may be called from inside a hiredis callback. */
+    uv_timer_start(&b->defer_timer, br_on_defer, 0, 0);
+}
+
+static char *br_strdup(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static uint64_t br_ms(double seconds, uint64_t fallback)
+{
+    return seconds > 0 ? (uint64_t)(seconds * 1000.0 + 0.5) : fallback;
+}
+
+sg_broker_t *sg_broker_redis_new(uv_loop_t *loop, const sg_config_t *cfg,
+                                 const sg_broker_handlers_t *handlers)
+{
+    broker_redis_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->base.vt = &broker_redis_vt;
+    b->loop = loop;
+    b->h = *handlers;
+    b->host = strdup(cfg->redis.host != NULL ? cfg->redis.host
+                                             : "127.0.0.1");
+    b->port = cfg->redis.port > 0 ? cfg->redis.port : 6379;
+    b->username = br_strdup(cfg->redis.username);
+    b->password = br_strdup(cfg->redis.password);
+    b->channels = sg_map_new();
+    if (b->host == NULL || b->channels == NULL ||
+        (cfg->redis.username != NULL && b->username == NULL) ||
+        (cfg->redis.password != NULL && b->password == NULL))
+        goto fail;
+    b->db = cfg->redis.db;
+    b->connect_timeout_ms = br_ms(cfg->redis.connect_timeout, 2000);
+    b->min_delay_ms = br_ms(cfg->redis.reconnect_min_delay, 100);
+    b->max_delay_ms = br_ms(cfg->redis.reconnect_max_delay, 5000);
+    if (b->max_delay_ms < b->min_delay_ms)
+        b->max_delay_ms = b->min_delay_ms;
+    b->delay_ms = b->min_delay_ms;
+    b->history_ttl = cfg->stream.history_ttl > 0 ? cfg->stream.history_ttl
+                                                 : 86400;
+    b->rng = uv_hrtime() | 1;
+    snprintf(b->status, sizeof(b->status), "DOWN: connecting");
+
+    uv_timer_init(loop, &b->reconnect_timer);
+    uv_timer_init(loop, &b->defer_timer);
+    b->reconnect_timer.data = b;
+    b->defer_timer.data = b;
+    b->open_handles = 2;
+    br_connect_pair(b);
+    return &b->base;
+
+fail:
+    sg_map_free(b->channels, NULL);
+    free(b->host);
+    free(b->username);
+    free(b->password);
+    free(b);
+    return NULL;
+}
+
+static const sg_broker_vtable_t broker_redis_vt = {
+    .mode = "redis",
+    .is_ready = br_is_ready,
+    .status_text = br_status_text,
+    .subscribe = br_subscribe,
+    .unsubscribe = br_unsubscribe,
+    .subscription_count = br_subscription_count,
+    .publish = br_publish,
+    .history_append = br_history_append,
+    .history_get = br_history_get,
+    .history_clear = br_history_clear,
+    .close = br_close,
+};

@@ -1,0 +1,566 @@
+/* Tests of the Redis broker engine (broker_redis.c) and our hiredis libuv
+ * adapter (redis_uv.c) against a real redis-server that each test starts
+ * on a free loopback port. Skipped when redis-server is not installed. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../../src/error.c"
+#include "../../src/log.c"
+#include "../../src/map.c"
+#include "../../src/broker.c"
+#include "../../src/redis_uv.c"
+#include "../../src/broker_redis.c"
+
+#include "redis_helper.h"
+
+#define MAX_MSGS 32
+
+typedef struct rec {
+    int subscribed;
+    int ready_events;    /* on_state(1) */
+    int down_events;     /* on_state(0) */
+    int msgs;
+    char msg_sid[MAX_MSGS][64];
+    char msg[MAX_MSGS][64];
+    size_t msg_len[MAX_MSGS];
+    int done;
+    int done_status[MAX_MSGS];
+    int lists;
+    int list_status;
+    size_t list_n;
+    char list_item[4][64];
+    int closed;
+} rec_t;
+
+static uv_loop_t loop;
+static uv_timer_t watchdog;
+static uv_timer_t ticker;
+static rec_t rec;
+static sg_config_t cfg;
+static test_redis_t srv;
+static double connect_timeout_s = 1;
+
+/* ---- callbacks ---------------------------------------------------------- */
+
+static void on_watchdog(uv_timer_t *t)
+{
+    fail_msg("watchdog fired: the test did not finish in time");
+}
+
+static void on_tick(uv_timer_t *t)
+{
+}
+
+static void on_message(void *arg, const char *sid, const char *p, size_t n)
+{
+    rec_t *r = arg;
+    assert_true(r->msgs < MAX_MSGS);
+    snprintf(r->msg_sid[r->msgs], 64, "%s", sid);
+    snprintf(r->msg[r->msgs], 64, "%.*s", (int)n, p);
+    r->msg_len[r->msgs] = n;
+    r->msgs++;
+}
+
+static void on_subscribed(void *arg, const char *sid)
+{
+    ((rec_t *)arg)->subscribed++;
+}
+
+static void on_state(void *arg, int ready)
+{
+    rec_t *r = arg;
+    if (ready)
+        r->ready_events++;
+    else
+        r->down_events++;
+}
+
+static void on_done(void *arg, int status)
+{
+    rec_t *r = arg;
+    assert_true(r->done < MAX_MSGS);
+    r->done_status[r->done++] = status;
+}
+
+static void on_list(void *arg, int status, const char *const *items,
+                    const size_t *lens, size_t n)
+{
+    rec_t *r = arg;
+    r->lists++;
+    r->list_status = status;
+    r->list_n = n;
+    for (size_t i = 0; i < n && i < 4; i++) {
+        size_t len = lens[i] < 63 ? lens[i] : 63;
+        memcpy(r->list_item[i], items[i], len);
+        r->list_item[i][len] = '\0';
+    }
+}
+
+static void on_closed(void *arg)
+{
+    ((rec_t *)arg)->closed++;
+}
+
+/* ---- harness ------------------------------------------------------------ */
+
+/* Runs the loop until `*counter >= want` or `ms` elapse; returns 1 if met. */
+static int run_until(const int *counter, int want, uint64_t ms)
+{
+    uint64_t deadline = uv_now(&loop) + ms;
+    while (*counter < want && uv_now(&loop) < deadline)
+        uv_run(&loop, UV_RUN_ONCE);
+    return *counter >= want;
+}
+
+static void run_for(uint64_t ms)
+{
+    int never = 0;
+    run_until(&never, 1, ms);
+}
+
+static int start_server(const char *password)
+{
+    memset(&srv, 0, sizeof(srv));
+    srv.port = test_redis_free_port();
+    srv.password = password;
+    return srv.port > 0 && test_redis_start(&srv) == 0 ? 0 : -1;
+}
+
+static sg_broker_t *new_broker(int port, const char *password)
+{
+    memset(&rec, 0, sizeof(rec));
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.redis.host = "127.0.0.1";
+    cfg.redis.port = port;
+    cfg.redis.password = (char *)password;
+    cfg.redis.connect_timeout = connect_timeout_s;
+    cfg.redis.reconnect_min_delay = 0.05;
+    cfg.redis.reconnect_max_delay = 0.2;
+    cfg.stream.history_ttl = 300;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &watchdog);
+    uv_timer_start(&watchdog, on_watchdog, 30000, 0);
+    uv_unref((uv_handle_t *)&watchdog);
+    /* Keeps UV_RUN_ONCE from blocking forever in run_until. */
+    uv_timer_init(&loop, &ticker);
+    uv_timer_start(&ticker, on_tick, 10, 10);
+    sg_broker_handlers_t h = {on_message, on_subscribed, on_state, &rec};
+    sg_broker_t *b = sg_broker_redis_new(&loop, &cfg, &h);
+    assert_non_null(b);
+    return b;
+}
+
+static void close_broker(sg_broker_t *b)
+{
+    sg_broker_close(b, on_closed, &rec);
+    assert_int_equal(rec.closed, 0);
+    uv_close((uv_handle_t *)&ticker, NULL);
+    uv_close((uv_handle_t *)&watchdog, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(rec.closed, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Also runs when a test failed half-way: never leave a server behind. */
+static int teardown(void **state)
+{
+    test_redis_kill(&srv);
+    return 0;
+}
+
+#define SKIP_WITHOUT_REDIS()                                                   \
+    do {                                                                       \
+        if (!test_redis_available()) {                                         \
+            print_message("redis-server not installed: skipped\n");           \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+static sg_broker_t *up_broker(const char *password)
+{
+    assert_int_equal(start_server(password), 0);
+    sg_broker_t *b = new_broker(srv.port, password);
+    assert_int_equal(sg_broker_is_ready(b), 0); /* connecting */
+    assert_true(run_until(&rec.ready_events, 1, 5000));
+    assert_int_equal(sg_broker_is_ready(b), 1);
+    assert_string_equal(sg_broker_status_text(b), "UP");
+    return b;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_connect_ready(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    assert_string_equal(sg_broker_mode(b), "redis");
+    assert_int_equal(rec.ready_events, 1);
+    assert_int_equal(rec.down_events, 0);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+static void test_subscribe_publish(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+    assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+    assert_int_equal(rec.subscribed, 0);
+    assert_int_equal(sg_broker_subscription_count(b), 1);
+    assert_true(run_until(&rec.subscribed, 1, 3000));
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 1);
+
+    const char payload[] = "{\"t\":\"chunk\",\"d\":\"h\\u00e9\"}";
+    assert_int_equal(test_redis_publish(&srv, "chat:stream:s1", payload,
+                                        strlen(payload)), 1);
+    assert_int_equal(test_redis_publish(&srv, "chat:stream:zz", "x", 1), 0);
+    assert_true(run_until(&rec.msgs, 1, 3000));
+    run_for(50);
+    assert_int_equal(rec.msgs, 1);
+    assert_string_equal(rec.msg_sid[0], "s1");
+    assert_string_equal(rec.msg[0], payload);
+    assert_int_equal(rec.msg_len[0], strlen(payload));
+
+    /* Our own PUBLISH (cmd context) reaches our own subscription. */
+    assert_int_equal(sg_broker_publish(b, "s1", "self", 4), 0);
+    assert_true(run_until(&rec.msgs, 2, 3000));
+    assert_string_equal(rec.msg[1], "self");
+
+    assert_int_equal(sg_broker_unsubscribe(b, "s1"), 0);
+    assert_int_equal(sg_broker_subscription_count(b), 0);
+    broker_redis_t *br = (broker_redis_t *)b;
+    for (int i = 0; i < 300 && sg_map_count(br->channels) > 0; i++)
+        run_for(10);
+    assert_int_equal(sg_map_count(br->channels), 0);
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 0);
+    assert_int_equal(rec.subscribed, 1);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+static void test_rapid_subscribe_cycles(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    broker_redis_t *br = (broker_redis_t *)b;
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+        assert_int_equal(sg_broker_subscribe(b, "s2"), 0);
+        if (i % 3 == 0)
+            uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(sg_broker_unsubscribe(b, "s1"), 0);
+        assert_int_equal(sg_broker_unsubscribe(b, "s2"), 0);
+        if (i % 2 == 0)
+            uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+        if (i % 5 == 0)
+            run_for(1);
+    }
+    /* Final state: s1 wanted, s2 not. Wait until nothing is in flight. */
+    for (int i = 0; i < 500; i++) {
+        channel_t *c1 = sg_map_get(br->channels, "s1");
+        if (c1 != NULL && c1->state == CH_SUBSCRIBED &&
+            sg_map_get(br->channels, "s2") == NULL)
+            break;
+        run_for(10);
+    }
+    channel_t *c1 = sg_map_get(br->channels, "s1");
+    assert_non_null(c1);
+    assert_int_equal(c1->state, CH_SUBSCRIBED);
+    assert_int_equal(c1->wanted, 1);
+    assert_null(sg_map_get(br->channels, "s2"));
+    assert_int_equal(sg_broker_subscription_count(b), 1);
+    assert_true(rec.subscribed >= 1);
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 1);
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s2"), 0);
+
+    int before = rec.msgs;
+    assert_int_equal(test_redis_publish(&srv, "chat:stream:s1", "after", 5),
+                     1);
+    assert_int_equal(test_redis_publish(&srv, "chat:stream:s2", "no", 2), 0);
+    assert_true(run_until(&rec.msgs, before + 1, 3000));
+    run_for(50);
+    assert_int_equal(rec.msgs, before + 1);
+    assert_string_equal(rec.msg[before], "after");
+    assert_int_equal(sg_broker_is_ready(b), 1);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+static void test_history(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    assert_int_equal(sg_broker_history_append(b, "s1", "{\"n\":1}", 7,
+                                              on_done, &rec), 0);
+    assert_int_equal(sg_broker_history_append(b, "s1", "a\0b", 3, on_done,
+                                              &rec), 0);
+    assert_int_equal(rec.done, 0);
+    assert_true(run_until(&rec.done, 2, 3000));
+    assert_int_equal(rec.done_status[0], 0);
+    assert_int_equal(rec.done_status[1], 0);
+    long long ttl = test_redis_int(&srv, "TTL %s", "chat:history:s1");
+    assert_true(ttl > 0 && ttl <= 300);
+
+    assert_int_equal(sg_broker_history_get(b, "s1", on_list, &rec), 0);
+    assert_true(run_until(&rec.lists, 1, 3000));
+    assert_int_equal(rec.list_status, 0);
+    assert_int_equal(rec.list_n, 2);
+    assert_string_equal(rec.list_item[0], "{\"n\":1}");
+    assert_memory_equal(rec.list_item[1], "a\0b", 3); /* binary-safe */
+
+    assert_int_equal(sg_broker_history_clear(b, "s1", on_done, &rec), 0);
+    assert_int_equal(sg_broker_history_get(b, "s1", on_list, &rec), 0);
+    assert_true(run_until(&rec.lists, 2, 3000));
+    assert_int_equal(rec.done, 3);
+    assert_int_equal(rec.done_status[2], 0);
+    assert_int_equal(rec.list_n, 0);
+    assert_int_equal(test_redis_int(&srv, "EXISTS %s", "chat:history:s1"),
+                     0);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+static void test_close_cancels_pending(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    assert_int_equal(sg_broker_history_get(b, "s1", on_list, &rec), 0);
+    assert_int_equal(sg_broker_history_append(b, "s1", "x", 1, on_done,
+                                              &rec), 0);
+    sg_broker_close(b, on_closed, &rec);
+    assert_int_equal(rec.lists, 0); /* not inside close */
+    assert_int_equal(sg_broker_publish(b, "s1", "x", 1), SG_ECLOSED);
+    uv_close((uv_handle_t *)&ticker, NULL);
+    uv_close((uv_handle_t *)&watchdog, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(rec.lists, 1);
+    assert_int_equal(rec.list_status, SG_ECANCELED);
+    assert_int_equal(rec.done, 1);
+    assert_int_equal(rec.done_status[0], SG_ECANCELED);
+    assert_int_equal(rec.closed, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    test_redis_kill(&srv);
+}
+
+static void test_requirepass(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker("s3cret");
+    assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+    assert_true(run_until(&rec.subscribed, 1, 3000));
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 1);
+    close_broker(b);
+
+    sg_broker_t *bad = new_broker(srv.port, "wrong");
+    run_for(600);
+    assert_int_equal(sg_broker_is_ready(bad), 0);
+    assert_int_equal(rec.ready_events, 0);
+    const char *st = sg_broker_status_text(bad);
+    assert_true(strncmp(st, "DOWN: auth failed: WRONGPASS", 28) == 0);
+    assert_int_equal(sg_broker_history_get(bad, "s1", on_list, &rec),
+                     SG_ENOTREADY);
+    assert_int_equal(sg_broker_publish(bad, "s1", "x", 1), SG_ENOTREADY);
+    assert_int_equal(sg_broker_subscribe(bad, "s1"), 0); /* wanted */
+    close_broker(bad);
+    assert_int_equal(rec.lists, 0);
+    test_redis_kill(&srv);
+}
+
+static void test_closed_port_then_server_appears(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    int port = test_redis_free_port();
+    assert_true(port > 0);
+    sg_broker_t *b = new_broker(port, NULL);
+    assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+    run_for(700);
+    assert_int_equal(sg_broker_is_ready(b), 0);
+    assert_int_equal(rec.ready_events, 0);
+    assert_string_equal(sg_broker_status_text(b),
+                        "DOWN: connection refused");
+    assert_int_equal(sg_broker_history_clear(b, "s1", on_done, &rec),
+                     SG_ENOTREADY);
+
+    /* Reconnect attempts continue: a server on that port is found. */
+    memset(&srv, 0, sizeof(srv));
+    srv.port = port;
+    assert_int_equal(test_redis_start(&srv), 0);
+    assert_true(run_until(&rec.ready_events, 1, 5000));
+    assert_true(run_until(&rec.subscribed, 1, 3000));
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 1);
+    close_broker(b);
+    assert_int_equal(rec.done, 0);
+    test_redis_kill(&srv);
+}
+
+static void test_close_while_connecting(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    int port = test_redis_free_port();
+    sg_broker_t *b = new_broker(port, NULL);
+    close_broker(b); /* before the first connect attempt completes */
+    b = new_broker(port, NULL);
+    run_for(30);
+    close_broker(b); /* during the backoff */
+    assert_int_equal(rec.ready_events, 0);
+}
+
+static void test_kill_and_restart(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    assert_int_equal(sg_broker_subscribe(b, "s1"), 0);
+    assert_true(run_until(&rec.subscribed, 1, 3000));
+    assert_int_equal(sg_broker_history_get(b, "s1", on_list, &rec), 0);
+
+    test_redis_kill(&srv);
+    assert_true(run_until(&rec.down_events, 1, 3000));
+    assert_int_equal(sg_broker_is_ready(b), 0);
+    assert_true(run_until(&rec.lists, 1, 3000));
+    assert_int_equal(rec.list_status, SG_EIO); /* pending op, lost link */
+    assert_true(strncmp(sg_broker_status_text(b), "DOWN: ", 6) == 0);
+    assert_int_equal(sg_broker_publish(b, "s1", "x", 1), SG_ENOTREADY);
+    run_for(300); /* several failed reconnects */
+    assert_int_equal(rec.down_events, 1);
+    assert_int_equal(sg_broker_subscription_count(b), 1);
+
+    assert_int_equal(test_redis_start(&srv), 0);
+    assert_true(run_until(&rec.ready_events, 2, 5000));
+    assert_string_equal(sg_broker_status_text(b), "UP");
+    assert_true(run_until(&rec.subscribed, 2, 3000));
+    assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 1);
+    assert_int_equal(test_redis_publish(&srv, "chat:stream:s1", "back", 4),
+                     1);
+    assert_true(run_until(&rec.msgs, 1, 3000));
+    assert_string_equal(rec.msg[0], "back");
+    assert_int_equal(rec.lists, 1);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+/* The adapter alone: a connect to a closed port calls back (the shipped
+ * adapter never did), and the connect timeout fires on a blackhole. */
+static int adapter_connects;
+static int adapter_status;
+static char adapter_err[128];
+
+static void adapter_on_connect(const redisAsyncContext *ac, int status)
+{
+    adapter_connects++;
+    adapter_status = status;
+    snprintf(adapter_err, sizeof(adapter_err), "%s",
+             ac->errstr != NULL ? ac->errstr : "");
+}
+
+static int blackhole_listen(int *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 0), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static int filler_connect(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)port);
+    connect(fd, (struct sockaddr *)&sa, sizeof(sa)); /* EINPROGRESS ok */
+    return fd;
+}
+
+static void test_adapter_refused_and_timeout(void **state)
+{
+    int port = test_redis_free_port();
+    assert_int_equal(uv_loop_init(&loop), 0);
+    redisAsyncContext *ac = redisAsyncConnect("127.0.0.1", port);
+    assert_non_null(ac);
+    assert_int_equal(sg_redis_uv_attach(ac, &loop, 2000), 0);
+    assert_int_equal(sg_redis_uv_attach(ac, &loop, 2000), SG_EINVAL);
+    redisAsyncSetConnectCallback(ac, adapter_on_connect);
+    uv_run(&loop, UV_RUN_DEFAULT); /* returns: nothing left open */
+    assert_int_equal(adapter_connects, 1);
+    assert_int_equal(adapter_status, REDIS_ERR);
+    assert_string_equal(adapter_err, "Connection refused");
+
+    /* A loopback blackhole: a listener whose accept queue is full drops
+     * further SYNs, so connect(2) stays in progress until the timeout. */
+    adapter_connects = 0;
+    int lport = 0;
+    int lfd = blackhole_listen(&lport);
+    int fillers[4];
+    for (int i = 0; i < 4; i++)
+        fillers[i] = filler_connect(lport);
+    test_redis_sleep_ms(50);
+    ac = redisAsyncConnect("127.0.0.1", lport);
+    assert_non_null(ac);
+    assert_int_equal(ac->err, 0);
+    assert_int_equal(sg_redis_uv_attach(ac, &loop, 200), 0);
+    redisAsyncSetConnectCallback(ac, adapter_on_connect);
+    uint64_t t0 = uv_now(&loop);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(adapter_connects, 1);
+    assert_int_equal(adapter_status, REDIS_ERR);
+    assert_string_equal(adapter_err, SG_REDIS_UV_TIMEOUT_TEXT);
+    assert_true(uv_now(&loop) - t0 >= 200);
+    for (int i = 0; i < 4; i++)
+        close(fillers[i]);
+    close(lfd);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* The broker's connect timeout: status names it, retries go on. */
+static void test_broker_connect_timeout(void **state)
+{
+    int lport = 0;
+    int lfd = blackhole_listen(&lport);
+    int fillers[4];
+    for (int i = 0; i < 4; i++)
+        fillers[i] = filler_connect(lport);
+    test_redis_sleep_ms(50);
+    connect_timeout_s = 0.1;
+    sg_broker_t *b = new_broker(lport, NULL);
+    connect_timeout_s = 1;
+    run_for(600); /* several 100 ms timeouts plus backoff */
+    assert_int_equal(sg_broker_is_ready(b), 0);
+    assert_int_equal(rec.ready_events, 0);
+    assert_string_equal(sg_broker_status_text(b), "DOWN: connect timeout");
+    close_broker(b);
+    for (int i = 0; i < 4; i++)
+        close(fillers[i]);
+    close(lfd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_adapter_refused_and_timeout, teardown),
+        cmocka_unit_test_teardown(test_connect_ready, teardown),
+        cmocka_unit_test_teardown(test_subscribe_publish, teardown),
+        cmocka_unit_test_teardown(test_rapid_subscribe_cycles, teardown),
+        cmocka_unit_test_teardown(test_history, teardown),
+        cmocka_unit_test_teardown(test_close_cancels_pending, teardown),
+        cmocka_unit_test_teardown(test_requirepass, teardown),
+        cmocka_unit_test_teardown(test_closed_port_then_server_appears,
+                                  teardown),
+        cmocka_unit_test_teardown(test_close_while_connecting, teardown),
+        cmocka_unit_test_teardown(test_kill_and_restart, teardown),
+        cmocka_unit_test_teardown(test_broker_connect_timeout, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
