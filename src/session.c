@@ -15,10 +15,10 @@
 #include "chatmsg.h"
 #include "error.h"
 #include "log.h"
+#include "map.h"
 
 struct sg_session {
     char *id;
-    sg_session_t *hnext;
     sg_conn_t *conns;
     uint32_t nconns;
     int subscribed; /* the broker confirmed the subscription */
@@ -26,9 +26,7 @@ struct sg_session {
 
 struct sg_sessions {
     sg_server_t *srv;
-    sg_session_t **buckets;
-    size_t nbuckets;
-    size_t count;
+    sg_map_t *by_id; /* session_id -> sg_session_t */
     uint64_t malformed_logged;
 };
 
@@ -37,51 +35,18 @@ typedef struct history_req {
     uint64_t conn_id;
 } history_req_t;
 
-/* ---- the map --------------------------------------------------------- */
-
-static uint64_t session_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static sg_session_t **session_slot(sg_sessions_t *ss, const char *id)
-{
-    sg_session_t **p = &ss->buckets[session_hash(id) & (ss->nbuckets - 1)];
-    while (*p != NULL && strcmp((*p)->id, id) != 0)
-        p = &(*p)->hnext;
-    return p;
-}
-
-static int session_grow(sg_sessions_t *ss)
-{
-    size_t n = ss->nbuckets * 2;
-    sg_session_t **b = calloc(n, sizeof(*b));
-    if (b == NULL)
-        return SG_ENOMEM;
-    for (size_t i = 0; i < ss->nbuckets; i++) {
-        sg_session_t *s = ss->buckets[i];
-        while (s != NULL) {
-            sg_session_t *next = s->hnext;
-            size_t k = session_hash(s->id) & (n - 1);
-            s->hnext = b[k];
-            b[k] = s;
-            s = next;
-        }
-    }
-    free(ss->buckets);
-    ss->buckets = b;
-    ss->nbuckets = n;
-    return 0;
-}
+/* ---- the registry ---------------------------------------------------- */
 
 static sg_session_t *session_find(sg_sessions_t *ss, const char *id)
 {
-    return *session_slot(ss, id);
+    return sg_map_get(ss->by_id, id);
+}
+
+static void session_free(void *value)
+{
+    sg_session_t *s = value;
+    free(s->id);
+    free(s);
 }
 
 sg_sessions_t *sg__sessions_new(sg_server_t *srv)
@@ -90,9 +55,8 @@ sg_sessions_t *sg__sessions_new(sg_server_t *srv)
     if (ss == NULL)
         return NULL;
     ss->srv = srv;
-    ss->nbuckets = 64;
-    ss->buckets = calloc(ss->nbuckets, sizeof(*ss->buckets));
-    if (ss->buckets == NULL) {
+    ss->by_id = sg_map_new();
+    if (ss->by_id == NULL) {
         free(ss);
         return NULL;
     }
@@ -103,22 +67,13 @@ void sg__sessions_free(sg_sessions_t *ss)
 {
     if (ss == NULL)
         return;
-    for (size_t i = 0; i < ss->nbuckets; i++) {
-        sg_session_t *s = ss->buckets[i];
-        while (s != NULL) {
-            sg_session_t *next = s->hnext;
-            free(s->id);
-            free(s);
-            s = next;
-        }
-    }
-    free(ss->buckets);
+    sg_map_free(ss->by_id, session_free);
     free(ss);
 }
 
 size_t sg__sessions_count(const sg_sessions_t *ss)
 {
-    return ss->count;
+    return sg_map_count(ss->by_id);
 }
 
 /* ---- join: history after the subscription ---------------------------- */
@@ -195,22 +150,20 @@ void sg__session_on_subscribed(void *arg, const char *sid)
 
 static sg_session_t *session_create(sg_server_t *srv, const char *sid)
 {
-    sg_sessions_t *ss = srv->sessions;
-    if (ss->count + 1 > ss->nbuckets && session_grow(ss) != 0)
-        return NULL;
     sg_session_t *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->id = strdup(sid)) == NULL) {
         free(s);
         return NULL;
     }
-    if (sg_broker_subscribe(srv->broker, sid) != 0) {
-        free(s->id);
-        free(s);
+    if (sg_map_put(srv->sessions->by_id, sid, s) != 0) {
+        session_free(s);
         return NULL;
     }
-    sg_session_t **slot = session_slot(ss, sid);
-    *slot = s;
-    ss->count++;
+    if (sg_broker_subscribe(srv->broker, sid) != 0) {
+        sg_map_remove(srv->sessions->by_id, sid);
+        session_free(s);
+        return NULL;
+    }
     sg_metric_add(srv->m.sessions_active, NULL, 1);
     return s;
 }
@@ -233,9 +186,7 @@ int sg__session_attach(sg_server_t *srv, sg_conn_t *c)
 
 void sg__session_detach(sg_server_t *srv, sg_conn_t *c)
 {
-    sg_sessions_t *ss = srv->sessions;
-    sg_session_t **slot = session_slot(ss, c->session_id);
-    sg_session_t *s = *slot;
+    sg_session_t *s = session_find(srv->sessions, c->session_id);
     if (s == NULL)
         return;
     if (c->sess_prev != NULL)
@@ -250,11 +201,9 @@ void sg__session_detach(sg_server_t *srv, sg_conn_t *c)
     if (--s->nconns > 0)
         return;
     sg_broker_unsubscribe(srv->broker, s->id);
-    *slot = s->hnext;
-    ss->count--;
+    sg_map_remove(srv->sessions->by_id, s->id);
     sg_metric_add(srv->m.sessions_active, NULL, -1);
-    free(s->id);
-    free(s);
+    session_free(s);
 }
 
 /* ---- ingest ------------------------------------------------------------ */
