@@ -315,8 +315,9 @@ static void br_context_ready(broker_redis_t *b, const redisAsyncContext *ac)
         br_went_up(b);
 }
 
-/* AUTH and SELECT replies. An error reply (wrong password, no such db)
- * fails the pair like a lost connection, with the server's text. */
+/* AUTH, SELECT and PING replies. An error reply (wrong or missing
+ * password, no such db) fails the pair like a lost connection, with the
+ * server's text. */
 static void br_on_handshake(redisAsyncContext *ac, void *r, void *priv)
 {
     broker_redis_t *b = priv;
@@ -363,6 +364,12 @@ static int br_send_handshake(broker_redis_t *b, redisAsyncContext *ac)
             return -1;
         n++;
     }
+    /* PING last: a server that wants a password we do not have answers
+     * NOAUTH here, so the pair reports DOWN instead of looking ready and
+     * failing every command (and SUBSCRIBE dropping the connection). */
+    if (redisAsyncCommand(ac, br_on_handshake, b, "PING") != REDIS_OK)
+        return -1;
+    n++;
     *br_handshake_count(b, ac) = n;
     return n;
 }

@@ -371,6 +371,16 @@ static void test_requirepass(void **state)
     assert_int_equal(sg_broker_subscribe(bad, "s1"), 0); /* wanted */
     close_broker(bad);
     assert_int_equal(rec.lists, 0);
+
+    /* No password configured for a server that wants one: the PING of
+     * the handshake gets NOAUTH, so the broker must not look ready. */
+    sg_broker_t *none = new_broker(srv.port, NULL);
+    run_for(600);
+    assert_int_equal(sg_broker_is_ready(none), 0);
+    assert_int_equal(rec.ready_events, 0);
+    st = sg_broker_status_text(none);
+    assert_non_null(strstr(st, "NOAUTH"));
+    close_broker(none);
     test_redis_kill(&srv);
 }
 
