@@ -1,9 +1,11 @@
 -- Inbound WebSocket frames (PROTOCOL.md §2, "Client → server").
 --
--- The text "ping" gets the text "pong". Anything else is decoded as JSON;
--- what is not an object with a string `type` is ignored. Known types are
--- dispatched through `_M.handlers`, which plugins may extend; an unknown
--- type gets an error frame naming it.
+-- The text "ping" gets the text "pong". Text that does not look like JSON
+-- (does not start with "{" or "[") is ignored, as the original did. Text
+-- that looks like JSON but does not parse gets "Invalid JSON"; JSON that
+-- is not an object with a string `type` gets "Missing message type". Known
+-- types are dispatched through `_M.handlers`, which plugins may extend; an
+-- unknown type gets an error frame naming it. The connection stays open.
 
 local sg = sg
 local json = sg.json
@@ -17,6 +19,8 @@ local PONG = '{"type":"pong"}'
 local HEARTBEAT_ACK = '{"type":"heartbeat_ack"}'
 local ERR_RECOVERY = "Recovery failed"
 local ERR_UNKNOWN_TYPE = "Unknown message type: "
+local ERR_INVALID_JSON = "Invalid JSON"
+local ERR_MISSING_TYPE = "Missing message type"
 local MESSAGE_KEYS = {
     "message_id", "session_id", "user_id", "role", "content", "chunk",
     "timestamp", "is_complete",
@@ -132,9 +136,18 @@ function _M.on_message(conn, text)
         return sg_send(conn, "pong")
     end
 
-    local msg = json_decode(text)
-    if type(msg) ~= "table" or type(msg.type) ~= "string" then
+    local first = text:match("^%s*([%[{])")
+    if not first then
         return
+    end
+
+    local msg = json_decode(text)
+    if msg == nil then
+        return sg_send(conn, error_frame(ERR_INVALID_JSON))
+    end
+
+    if type(msg) ~= "table" or type(msg.type) ~= "string" then
+        return sg_send(conn, error_frame(ERR_MISSING_TYPE))
     end
 
     local handler = _M.handlers[msg.type]

@@ -39,13 +39,35 @@ describe("router.on_message", function()
         assert.equal('{"type":"heartbeat_ack"}', fake.sent[1].text)
     end)
 
-    it("ignores non-JSON text, non-objects and frames without a string type",
-       function()
-        for _, text in ipairs({ "hello", "{", "[1,2]", "42", '"ping"',
-                                '{"type":5}', '{"no":"type"}', "" }) do
+    it("ignores text that does not look like JSON", function()
+        for _, text in ipairs({ "hello", "42", '"ping"', "", "pong" }) do
             router.on_message(conn, text)
         end
         assert.same({}, fake.sent)
+    end)
+
+    it("answers JSON that does not parse with Invalid JSON", function()
+        for _, text in ipairs({ "{", '{"type":"ping"', "  [1,", "{oops}" }) do
+            router.on_message(conn, text)
+        end
+        local frames = fake.frames()
+        assert.equal(4, #frames)
+        for _, f in ipairs(frames) do
+            assert.same({ type = "error", error = "Invalid JSON",
+                          timestamp = "2026-01-01T00:00:00.000Z" }, f)
+        end
+    end)
+
+    it("answers JSON without a string type with Missing message type",
+       function()
+        for _, text in ipairs({ "[1,2]", '{"type":5}', '{"no":"type"}' }) do
+            router.on_message(conn, text)
+        end
+        local frames = fake.frames()
+        assert.equal(3, #frames)
+        for _, f in ipairs(frames) do
+            assert.equal("Missing message type", f.error)
+        end
     end)
 
     it("answers an unknown type with an error frame naming it", function()
