@@ -399,8 +399,8 @@ static void http_actuator_metrics(sg_http_req_t *r, const char *name)
 static void http_preflight(sg_http_req_t *r)
 {
     char req_headers[512] = "";
-    lws_hdr_custom_copy(r->wsi, req_headers, sizeof(req_headers),
-                        "access-control-request-headers:", 31);
+    lws_hdr_copy(r->wsi, req_headers, sizeof(req_headers),
+                 WSI_TOKEN_HTTP_AC_REQUEST_HEADERS);
     http_add_header(r, "access-control-allow-methods:",
                     "GET, POST, DELETE, OPTIONS");
     if (req_headers[0] != '\0')

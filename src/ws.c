@@ -462,14 +462,29 @@ int sg__ws_is_live(const sg_conn_t *c)
     return c->state == CONN_LIVE;
 }
 
+/* Sends our close frame and tells lws to drop the socket. lws 4.1.6 treats
+ * a non-zero return from SERVER_WRITEABLE as a failed write and kills the
+ * socket without the close frame that lws_close_reason() prepared, so the
+ * frame is written here explicitly. */
+static int ws_send_close(sg_conn_t *c, struct lws *wsi)
+{
+    unsigned char buf[LWS_PRE + 125];
+    size_t rlen = strlen(c->close_reason);
+    if (rlen > 123)
+        rlen = 123;
+    buf[LWS_PRE] = (unsigned char)(c->close_code >> 8);
+    buf[LWS_PRE + 1] = (unsigned char)(c->close_code & 0xff);
+    memcpy(buf + LWS_PRE + 2, c->close_reason, rlen);
+    /* 4 is lws' private LWS_WRITE_CLOSE: the public header leaves it to
+     * lws_close_reason(), which cannot send from this callback. */
+    lws_write(wsi, buf + LWS_PRE, 2 + rlen, (enum lws_write_protocol)4);
+    return -1;
+}
+
 static int ws_writeable(sg_conn_t *c, struct lws *wsi)
 {
-    if (c->closing) {
-        lws_close_reason(wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason,
-                         strlen(c->close_reason));
-        return -1;
-    }
+    if (c->closing)
+        return ws_send_close(c, wsi);
     if (c->qlen == 0)
         return 0;
     sg_buf_t *b = c->q[c->qhead];
@@ -496,7 +511,7 @@ void sg__ws_close(sg_conn_t *c, int code, const char *reason)
     if (c->wsi != NULL) {
         lws_callback_on_writable(c->wsi);
         /* A peer that never reads never makes us writable: bound the wait. */
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
     }
 }
 
