@@ -55,6 +55,10 @@ return {
         max_pending_chunks = 1000,      -- per-connection send queue, >= 1
         max_pending_bytes = 4194304,    -- per-connection queued bytes, >= 1
         history_ttl = 86400,            -- seconds a session's history lives
+        recovery_ttl = 600,             -- seconds chunk log + offsets live
+        log_max_len = 10000,            -- chunk log entries kept per session
+        linger = 30,                    -- seconds an in-flight answer stays
+                                        -- subscribed after its last client
     },
 
     http = {

@@ -61,3 +61,17 @@ void sg_broker_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg)
 {
     b->vt->close(b, cb, arg);
 }
+
+int sg_broker_stream_append(sg_broker_t *b, const char *session_id,
+                            const sg_chatmsg_t *msg, sg_broker_append_cb cb,
+                            void *arg)
+{
+    return b->vt->stream_append(b, session_id, msg, cb, arg);
+}
+
+int sg_broker_stream_read(sg_broker_t *b, const char *session_id,
+                          uint64_t since, int with_history,
+                          sg_broker_read_cb cb, void *arg)
+{
+    return b->vt->stream_read(b, session_id, since, with_history, cb, arg);
+}

@@ -13,7 +13,9 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "chatmsg.h"
 #include "config.h"
+#include "stream.h"
 
 typedef struct sg_broker sg_broker_t;
 
@@ -25,6 +27,10 @@ typedef void (*sg_broker_message_cb)(void *arg, const char *session_id,
  * message published to it is delivered. Called again after every
  * reconnect's resubscription. */
 typedef void (*sg_broker_subscribed_cb)(void *arg, const char *session_id);
+/* A chunk appended to a session's stream (by any node), in offset order.
+ * Delivered to every subscriber of the session. */
+typedef void (*sg_broker_chunk_cb)(void *arg, const char *session_id,
+                                   const sg_chunk_t *chunk);
 /* Readiness changed (Redis connected+authenticated, or lost). */
 typedef void (*sg_broker_state_cb)(void *arg, int ready);
 /* Result of a list read: `n` items (raw JSON, oldest first); items and lens
@@ -34,12 +40,18 @@ typedef void (*sg_broker_list_cb)(void *arg, int status,
                                   const size_t *lens, size_t n);
 typedef void (*sg_broker_done_cb)(void *arg, int status);
 typedef void (*sg_broker_closed_cb)(void *arg);
+/* Append result: offset > 0 when appended, 0 when it was a duplicate. */
+typedef void (*sg_broker_append_cb)(void *arg, int status, uint64_t offset);
+/* Read result; `st` is valid only during the call (NULL on error). */
+typedef void (*sg_broker_read_cb)(void *arg, int status,
+                                  const sg_stream_state_t *st);
 
 typedef struct sg_broker_handlers {
-    sg_broker_message_cb on_message;
+    sg_broker_message_cb on_message;       /* raw chat:stream:{sid} */
     sg_broker_subscribed_cb on_subscribed;
     sg_broker_state_cb on_state;
     void *arg;
+    sg_broker_chunk_cb on_chunk;           /* appended chunks (stream.h) */
 } sg_broker_handlers_t;
 
 /* Engine constructors. `handlers` is copied. Redis starts connecting at once
@@ -56,10 +68,12 @@ int sg_broker_is_ready(const sg_broker_t *b);
 /* Short status for /actuator/health: "UP", "DOWN: connection refused". */
 const char *sg_broker_status_text(const sg_broker_t *b);
 
-/* Declares interest in a session's channel. Idempotent: one call per session
+/* Declares interest in a session: its raw producer channel (on_message)
+ * and its appended chunks (on_chunk). Idempotent: one call per session
  * while the session has listeners (the caller ref-counts). The broker keeps
  * the wanted set, (re)subscribes whenever connected and calls on_subscribed
- * once each subscription is confirmed. Never calls back synchronously. */
+ * once each subscription (both channels) is confirmed. Never calls back
+ * synchronously. */
 int sg_broker_subscribe(sg_broker_t *b, const char *session_id);
 /* Withdraws interest; messages stop after the broker's unsubscribe. */
 int sg_broker_unsubscribe(sg_broker_t *b, const char *session_id);
@@ -81,6 +95,20 @@ int sg_broker_history_get(sg_broker_t *b, const char *session_id,
 int sg_broker_history_clear(sg_broker_t *b, const char *session_id,
                             sg_broker_done_cb cb, void *arg);
 
+/* Appends a producer message to the session's stream following the APPEND
+ * RULES of stream.h (idempotent: a message several nodes ingest is logged
+ * once). `cb` may be NULL. The accepted chunk reaches every subscriber
+ * through on_chunk. SG_ENOTREADY when disconnected. */
+int sg_broker_stream_append(sg_broker_t *b, const char *session_id,
+                            const sg_chatmsg_t *msg, sg_broker_append_cb cb,
+                            void *arg);
+/* Reads the session's stream state atomically: epoch (created if absent),
+ * last offset, snapshots, the log after `since` (SG_STREAM_NO_SINCE: no
+ * log), and chat:history when `with_history`. */
+int sg_broker_stream_read(sg_broker_t *b, const char *session_id,
+                          uint64_t since, int with_history,
+                          sg_broker_read_cb cb, void *arg);
+
 /* Starts closing: pending callbacks complete with SG_ECANCELED, handles are
  * closed, then `cb` is called from the loop and the broker is freed. */
 void sg_broker_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg);
@@ -101,6 +129,11 @@ typedef struct sg_broker_vtable {
     int (*history_clear)(sg_broker_t *b, const char *sid,
                          sg_broker_done_cb cb, void *arg);
     void (*close)(sg_broker_t *b, sg_broker_closed_cb cb, void *arg);
+    int (*stream_append)(sg_broker_t *b, const char *sid,
+                         const sg_chatmsg_t *msg, sg_broker_append_cb cb,
+                         void *arg);
+    int (*stream_read)(sg_broker_t *b, const char *sid, uint64_t since,
+                       int with_history, sg_broker_read_cb cb, void *arg);
 } sg_broker_vtable_t;
 
 /* Every engine struct starts with this header. */

@@ -50,6 +50,14 @@ typedef struct sg_config {
         int max_pending_chunks;  /* per-connection send queue, default 1000 */
         size_t max_pending_bytes;/* per-connection queued bytes, default 4 MiB */
         int history_ttl;         /* seconds, default 86400 */
+        int recovery_ttl;        /* seconds the chunk log, offsets and
+                                    snapshots live after the last chunk;
+                                    default 600 */
+        int log_max_len;         /* chunk log entries kept per session,
+                                    default 10000 */
+        double linger;           /* seconds a session with an answer in
+                                    flight stays subscribed after its last
+                                    connection left, default 30 */
     } stream;
 
     struct {

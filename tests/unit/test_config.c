@@ -157,6 +157,9 @@ static void assert_same_config(const sg_config_t *a, const sg_config_t *b)
                      b->stream.max_pending_chunks);
     assert_int_equal(a->stream.max_pending_bytes, b->stream.max_pending_bytes);
     assert_int_equal(a->stream.history_ttl, b->stream.history_ttl);
+    assert_int_equal(a->stream.recovery_ttl, b->stream.recovery_ttl);
+    assert_int_equal(a->stream.log_max_len, b->stream.log_max_len);
+    assert_true(a->stream.linger == b->stream.linger);
     assert_string_equal(a->http.cors_origins, b->http.cors_origins);
     assert_string_equal(a->http.static_dir, b->http.static_dir);
     assert_string_equal(a->lua.path, b->lua.path);
@@ -207,6 +210,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.stream.max_pending_chunks, 1000);
     assert_int_equal(cfg.stream.max_pending_bytes, 4194304);
     assert_int_equal(cfg.stream.history_ttl, 86400);
+    assert_int_equal(cfg.stream.recovery_ttl, 600);
+    assert_int_equal(cfg.stream.log_max_len, 10000);
+    assert_true(cfg.stream.linger == 30.0);
     assert_string_equal(cfg.http.cors_origins, "*");
     assert_string_equal(cfg.http.static_dir, "public");
     assert_string_equal(cfg.lua.path, "lua");
@@ -287,7 +293,8 @@ static void test_err_unknown_nested_key(void **state)
     expect_file_error("return { stream = { max_pendng_chunks = 5 } }\n",
                       "config: unknown key 'stream.max_pendng_chunks' "
                       "(known stream keys: max_pending_chunks, "
-                      "max_pending_bytes, history_ttl)");
+                      "max_pending_bytes, history_ttl, recovery_ttl, "
+                      "log_max_len, linger)");
     expect_file_error("return { log = { lvl = 'x' } }\n",
                       "config: unknown key 'log.lvl' (known log keys: "
                       "level, format)");
