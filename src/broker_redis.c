@@ -1,16 +1,20 @@
-/* The Redis broker engine (broker.h): pub/sub on chat:stream:{sid} and the
- * history list chat:history:{sid}, over two hiredis async contexts.
+/* The Redis broker engine (broker.h), connection half: the two hiredis
+ * async contexts, pub/sub on chat:stream:{sid} and sg:{sid}:live, and the
+ * history list chat:history:{sid}. The stream log (append/read scripts,
+ * live chunk parsing) is in broker_redis_stream.c.
  *
  * `sub` carries only (UN)SUBSCRIBE: hiredis 0.14 misroutes or disconnects
  * on any other command in subscribed mode (deps.md §2). `cmd` carries
- * PUBLISH, RPUSH, EXPIRE, LRANGE and DEL. Both do AUTH and SELECT first;
- * the engine is ready when both have. Losing either tears both down and
+ * PUBLISH, RPUSH, EXPIRE, LRANGE, DEL and EVALSHA. Both do AUTH and SELECT
+ * first; `cmd` then loads the stream scripts (SCRIPT LOAD); the engine is
+ * ready when both have finished. Losing either tears both down and
  * reconnects them with exponential backoff plus jitter; the wanted set of
- * channels survives and is resubscribed.
+ * sessions survives and is resubscribed (both channels of each, with one
+ * on_subscribed once both are confirmed).
  *
  * Every hiredis context is freed from a loop timer (defer_timer), never
  * from a hiredis callback (see redis_uv.h for why). */
-#include "broker.h"
+#include "broker_redis_internal.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -27,29 +31,6 @@
 #include "map.h"
 #include "redis_uv.h"
 
-#define BR_CHANNEL_PREFIX "chat:stream:"
-#define BR_HISTORY_PREFIX "chat:history:"
-#define BR_KEY_MAX 192 /* prefix + sid (validated to <= 128 chars) */
-
-/* Per-channel state. hiredis 0.14 drops a channel's callback when an
- * UNSUBSCRIBE reply arrives, so a SUBSCRIBE sent while an UNSUBSCRIBE is in
- * flight could lose its callback: at most one of them is ever in flight per
- * channel, and the reply handler sends the next one if `wanted` changed
- * meanwhile. */
-typedef enum {
-    CH_UNSUBSCRIBED,
-    CH_SUBSCRIBING,
-    CH_SUBSCRIBED,
-    CH_UNSUBSCRIBING,
-} channel_state_t;
-
-typedef struct channel {
-    channel_state_t state;
-    int wanted;
-} channel_t;
-
-typedef struct broker_redis broker_redis_t;
-
 typedef enum { OP_DONE, OP_LIST } op_kind_t;
 
 /* One history operation; privdata of its hiredis callback(s). `refs` is the
@@ -63,46 +44,6 @@ typedef struct op {
     sg_broker_list_cb list_cb;
     void *arg;
 } op_t;
-
-struct broker_redis {
-    sg_broker_t base;
-    uv_loop_t *loop;
-    sg_broker_handlers_t h;
-    /* settings copied from the config */
-    char *host;
-    int port;
-    char *username;
-    char *password;
-    int db;
-    uint64_t connect_timeout_ms;
-    uint64_t min_delay_ms;
-    uint64_t max_delay_ms;
-    int history_ttl;
-    /* connection */
-    redisAsyncContext *sub;
-    redisAsyncContext *cmd;
-    int sub_ready;           /* connected + AUTH/SELECT done */
-    int cmd_ready;
-    int sub_handshake;       /* AUTH/SELECT replies still due */
-    int cmd_handshake;
-    int ready;               /* last value reported through on_state */
-    int down;                /* teardown of the current pair scheduled */
-    int outage_logged;       /* "connection lost" said for this outage */
-    int ever_ready;
-    uint64_t delay_ms;       /* next reconnect delay */
-    uint64_t rng;
-    char status[256];
-    uv_timer_t reconnect_timer;
-    uv_timer_t defer_timer;
-    /* channels */
-    sg_map_t *channels;      /* sid -> channel_t */
-    size_t wanted_count;
-    /* closing */
-    int closing;
-    int open_handles;
-    sg_broker_closed_cb closed_cb;
-    void *closed_arg;
-};
 
 static const sg_broker_vtable_t broker_redis_vt;
 
@@ -122,7 +63,7 @@ static void br_key(char *out, const char *prefix, const char *sid)
 static int br_sid_ok(const char *sid)
 {
     size_t n = sid != NULL ? strlen(sid) : 0;
-    return n > 0 && n <= 128;
+    return n > 0 && n <= BR_SID_MAX;
 }
 
 /* "DOWN: connection refused": hiredis capitalises socket errors, our
@@ -169,25 +110,24 @@ static int br_op_status(const broker_redis_t *b)
 static void br_send_subscribe(broker_redis_t *b, const char *sid,
                               channel_t *ch)
 {
-    char chan[BR_KEY_MAX];
-    br_key(chan, BR_CHANNEL_PREFIX, sid);
     /* privdata is the broker, never the channel: hiredis keeps channel
      * callbacks until the context is freed, after the entry may be gone. */
-    if (redisAsyncCommand(b->sub, br_on_sub_reply, b, "SUBSCRIBE %s",
-                          chan) == REDIS_OK)
+    if (sg__broker_redis_send_subscribe(b, sid, br_on_sub_reply) ==
+        REDIS_OK) {
         ch->state = CH_SUBSCRIBING;
+        ch->pending = 2;
+    }
 }
 
 static void br_send_unsubscribe(broker_redis_t *b, const char *sid,
                                 channel_t *ch)
 {
-    char chan[BR_KEY_MAX];
-    br_key(chan, BR_CHANNEL_PREFIX, sid);
-    /* UNSUBSCRIBE has no callback of its own in hiredis: its reply goes to
-     * the channel's SUBSCRIBE callback (br_on_sub_reply). */
-    if (redisAsyncCommand(b->sub, NULL, NULL, "UNSUBSCRIBE %s", chan) ==
-        REDIS_OK)
+    /* UNSUBSCRIBE has no callback of its own in hiredis: its replies go to
+     * the channels' SUBSCRIBE callback (br_on_sub_reply). */
+    if (sg__broker_redis_send_unsubscribe(b, sid) == REDIS_OK) {
         ch->state = CH_UNSUBSCRIBING;
+        ch->pending = 2;
+    }
 }
 
 static int br_visit_resubscribe(void *ctx, const char *sid, void *value)
@@ -223,6 +163,8 @@ static void br_on_subscribe_reply(broker_redis_t *b, const char *sid,
         SG_DEBUG("broker", "redis: unexpected subscribe reply sid=%s", sid);
         return;
     }
+    if (--ch->pending > 0)
+        return; /* the session's other channel is still unconfirmed */
     ch->state = CH_SUBSCRIBED;
     if (!ch->wanted) {
         br_send_unsubscribe(b, sid, ch);
@@ -239,6 +181,8 @@ static void br_on_unsubscribe_reply(broker_redis_t *b, const char *sid,
         SG_DEBUG("broker", "redis: unexpected unsubscribe reply sid=%s", sid);
         return;
     }
+    if (--ch->pending > 0)
+        return;
     ch->state = CH_UNSUBSCRIBED;
     if (ch->wanted) {
         br_send_subscribe(b, sid, ch);
@@ -266,17 +210,21 @@ static void br_on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
         reply->element[1]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = reply->element[0]->str;
-    const char *chan = reply->element[1]->str;
-    size_t plen = strlen(BR_CHANNEL_PREFIX);
-    if (strncmp(chan, BR_CHANNEL_PREFIX, plen) != 0)
+    char sid[BR_KEY_MAX];
+    int live;
+    if (sg__broker_redis_channel_sid(reply->element[1]->str, sid,
+                                     &live) != 0)
         return;
-    const char *sid = chan + plen;
     channel_t *ch = sg_map_get(b->channels, sid);
 
     if (strcasecmp(kind, "message") == 0) {
         redisReply *p = reply->element[2];
-        if (ch != NULL && ch->wanted && ch->state == CH_SUBSCRIBED &&
-            p->type == REDIS_REPLY_STRING && b->h.on_message != NULL)
+        if (ch == NULL || !ch->wanted || ch->state != CH_SUBSCRIBED ||
+            p->type != REDIS_REPLY_STRING)
+            return;
+        if (live)
+            sg__broker_redis_on_live(b, sid, p->str, p->len);
+        else if (b->h.on_message != NULL)
             b->h.on_message(b->h.arg, sid, p->str, p->len);
     } else if (strcasecmp(kind, "subscribe") == 0) {
         br_on_subscribe_reply(b, sid, ch);
@@ -315,6 +263,36 @@ static void br_context_ready(broker_redis_t *b, const redisAsyncContext *ac)
         br_went_up(b);
 }
 
+static void br_handshake_step(broker_redis_t *b, const redisAsyncContext *ac)
+{
+    if (--*br_handshake_count(b, ac) == 0)
+        br_context_ready(b, ac);
+}
+
+/* SCRIPT LOAD replies (cmd only). A script Redis rejects is a bug of
+ * ours, but it is reported like any other handshake failure. */
+static void br_on_script_load(redisAsyncContext *ac, void *r, void *priv)
+{
+    broker_redis_t *b = priv;
+    redisReply *reply = r;
+    char reason[200];
+
+    if (ac != b->cmd || b->closing || b->down)
+        return;
+    if (reply == NULL) {
+        br_conn_lost(b, ac->err ? ac->errstr : "connection lost");
+        return;
+    }
+    if (sg__broker_redis_script_loaded(b, reply) != 0) {
+        snprintf(reason, sizeof(reason), "script load failed: %s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                  : "unexpected reply");
+        br_conn_lost(b, reason);
+        return;
+    }
+    br_handshake_step(b, ac);
+}
+
 /* AUTH, SELECT and PING replies. An error reply (wrong or missing
  * password, no such db) fails the pair like a lost connection, with the
  * server's text. */
@@ -335,8 +313,7 @@ static void br_on_handshake(redisAsyncContext *ac, void *r, void *priv)
         br_conn_lost(b, reason);
         return;
     }
-    if (--*br_handshake_count(b, ac) == 0)
-        br_context_ready(b, ac);
+    br_handshake_step(b, ac);
 }
 
 static int br_send_handshake(broker_redis_t *b, redisAsyncContext *ac)
@@ -363,6 +340,12 @@ static int br_send_handshake(broker_redis_t *b, redisAsyncContext *ac)
                               b->db) != REDIS_OK)
             return -1;
         n++;
+    }
+    if (ac == b->cmd) {
+        int k = sg__broker_redis_scripts_load(b, ac, br_on_script_load);
+        if (k < 0)
+            return -1;
+        n += k;
     }
     /* PING last: a server that wants a password we do not have answers
      * NOAUTH here, so the pair reports DOWN instead of looking ready and
@@ -494,6 +477,11 @@ static void br_conn_lost(broker_redis_t *b, const char *reason)
     uv_timer_start(&b->defer_timer, br_on_defer, 0, 0);
 }
 
+void sg__broker_redis_conn_lost(broker_redis_t *b, const char *reason)
+{
+    br_conn_lost(b, reason);
+}
+
 /* ---- loop callbacks ---------------------------------------------------- */
 
 static void br_on_handle_closed(uv_handle_t *handle)
@@ -599,7 +587,7 @@ static void br_on_op_reply(redisAsyncContext *ac, void *r, void *priv)
         br_op_finish(op, reply);
 }
 
-static int br_check(const broker_redis_t *b, const char *sid)
+int sg__broker_redis_check(const broker_redis_t *b, const char *sid)
 {
     if (b->closing)
         return SG_ECLOSED;
@@ -616,7 +604,7 @@ static int br_history_append(sg_broker_t *base, const char *sid,
 {
     broker_redis_t *b = (broker_redis_t *)base;
     char key[BR_KEY_MAX], ttl[24];
-    int rc = br_check(b, sid);
+    int rc = sg__broker_redis_check(b, sid);
     if (rc != 0)
         return rc;
     op_t *op = br_op_new(b, OP_DONE, arg);
@@ -668,7 +656,7 @@ static int br_history_get(sg_broker_t *base, const char *sid,
                           sg_broker_list_cb cb, void *arg)
 {
     broker_redis_t *b = (broker_redis_t *)base;
-    int rc = br_check(b, sid);
+    int rc = sg__broker_redis_check(b, sid);
     if (rc != 0)
         return rc;
     op_t *op = br_op_new(b, OP_LIST, arg);
@@ -682,7 +670,7 @@ static int br_history_clear(sg_broker_t *base, const char *sid,
                             sg_broker_done_cb cb, void *arg)
 {
     broker_redis_t *b = (broker_redis_t *)base;
-    int rc = br_check(b, sid);
+    int rc = sg__broker_redis_check(b, sid);
     if (rc != 0)
         return rc;
     op_t *op = br_op_new(b, OP_DONE, arg);
@@ -699,7 +687,7 @@ static int br_publish(sg_broker_t *base, const char *sid, const char *p,
 {
     broker_redis_t *b = (broker_redis_t *)base;
     char chan[BR_KEY_MAX];
-    int rc = br_check(b, sid);
+    int rc = sg__broker_redis_check(b, sid);
     if (rc != 0)
         return rc;
     br_key(chan, BR_CHANNEL_PREFIX, sid);
@@ -830,6 +818,10 @@ sg_broker_t *sg_broker_redis_new(uv_loop_t *loop, const sg_config_t *cfg,
     b->delay_ms = b->min_delay_ms;
     b->history_ttl = cfg->stream.history_ttl > 0 ? cfg->stream.history_ttl
                                                  : 86400;
+    b->recovery_ttl = cfg->stream.recovery_ttl > 0 ? cfg->stream.recovery_ttl
+                                                   : 600;
+    b->log_max_len = cfg->stream.log_max_len > 0 ? cfg->stream.log_max_len
+                                                 : 10000;
     b->rng = uv_hrtime() | 1;
     snprintf(b->status, sizeof(b->status), "DOWN: connecting");
 
@@ -862,4 +854,6 @@ static const sg_broker_vtable_t broker_redis_vt = {
     .history_get = br_history_get,
     .history_clear = br_history_clear,
     .close = br_close,
+    .stream_append = sg__broker_redis_stream_append,
+    .stream_read = sg__broker_redis_stream_read,
 };

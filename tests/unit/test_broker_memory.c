@@ -1,5 +1,7 @@
 /* Unit tests of the in-memory broker engine (broker_memory.c): async
- * delivery, wanted-set semantics, history lists with TTL and cap, close. */
+ * delivery, wanted-set semantics, history lists with TTL and cap, close,
+ * and the stream conformance suite (stream_conformance.h) plus the
+ * memory-only stream checks (exact trim, sweep expiry). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -95,7 +97,7 @@ static sg_broker_t *setup_broker(int ttl)
     uv_timer_init(&loop, &watchdog);
     uv_timer_start(&watchdog, on_watchdog, 10000, 0);
     uv_unref((uv_handle_t *)&watchdog);
-    sg_broker_handlers_t h = {on_message, on_subscribed, NULL, &rec};
+    sg_broker_handlers_t h = {on_message, on_subscribed, NULL, &rec, NULL};
     sg_broker_t *b = sg_broker_memory_new(&loop, &cfg, &h);
     assert_non_null(b);
     return b;
@@ -380,6 +382,83 @@ static void test_map_basics(void **state)
     sg_map_free(m, NULL);
 }
 
+/* ---- stream conformance fixture --------------------------------------- */
+
+#include "stream_conformance.h"
+
+static sg_broker_t *fx_open(sg_config_t *c, const sg_broker_handlers_t *h)
+{
+    memset(&rec, 0, sizeof(rec));
+    cfg = *c;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &watchdog);
+    uv_timer_start(&watchdog, on_watchdog, 20000, 0);
+    uv_unref((uv_handle_t *)&watchdog);
+    return sg_broker_memory_new(&loop, &cfg, h);
+}
+
+static void fx_close(sg_broker_t *b)
+{
+    teardown_broker(b);
+}
+
+static void fx_check_ttls(sg_broker_t *b, const char *sid, int ttl,
+                          int nkeys)
+{
+    broker_memory_t *m = (broker_memory_t *)b;
+    mem_stream_t *st = sg_map_get(m->streams, sid);
+    assert_non_null(st);
+    assert_true(st->expires_at > uv_now(&loop));
+    assert_true(st->expires_at <= uv_now(&loop) + (uint64_t)ttl * 1000);
+}
+
+static const sc_fixture_t memory_fixture = {
+    .engine = "memory",
+    .loop = &loop,
+    .open = fx_open,
+    .close = fx_close,
+    .check_ttls = fx_check_ttls,
+    .go_down = NULL,
+    .exact_trim = 1,
+};
+
+static int sc_setup(void **state)
+{
+    sc_fx = &memory_fixture;
+    return 0;
+}
+
+static int sc_teardown(void **state)
+{
+    return 0;
+}
+
+/* The sweep (not only access) drops expired streams, and a snapshot of a
+ * message completed longer than recovery_ttl ago is pruned by the next
+ * final. */
+static void test_stream_sweep_and_prune(void **state)
+{
+    sc_fx = &memory_fixture;
+    sg_config_t c;
+    sc_default_cfg(&c);
+    c.stream.recovery_ttl = 1;
+    sg_broker_t *b = sc_open_cfg(&c);
+    broker_memory_t *m = (broker_memory_t *)b;
+    assert_int_equal(sc_append(b, "s1", "m1", "a", 1), 1);
+    assert_int_equal(sc_append(b, "s2", "m1", "a", 1), 1);
+    sc_run_for(600);
+    assert_int_equal(sc_append(b, "s1", "m2", "x ", 0), 2);
+    sc_run_for(600); /* m1 done 1.2 s ago; s1 touched 0.6 s ago */
+    assert_int_equal(sc_append(b, "s1", "m2", "x y", 1), 3);
+    mem_stream_t *st = sg_map_get(m->streams, "s1");
+    assert_int_equal(sg_map_count(st->snaps), 1);
+    assert_non_null(sg_map_get(st->snaps, "m2"));
+    mem_on_sweep(&m->sweep);
+    assert_int_equal(sg_map_count(m->streams), 1); /* s2 expired */
+    assert_null(sg_map_get(m->streams, "s2"));
+    sc_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +474,8 @@ int main(void)
         cmocka_unit_test(test_close_cancels_pending),
         cmocka_unit_test(test_close_from_callback),
         cmocka_unit_test(test_invalid_session_ids),
+        cmocka_unit_test(test_stream_sweep_and_prune),
+        SC_CONFORMANCE_TESTS(sc_setup, sc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,10 @@
-/* Tests of the Redis broker engine (broker_redis.c) and our hiredis libuv
- * adapter (redis_uv.c) against a real redis-server that each test starts
- * on a free loopback port. Skipped when redis-server is not installed. */
+/* Tests of the Redis broker engine (broker_redis.c, broker_redis_stream.c)
+ * and our hiredis libuv adapter (redis_uv.c) against a real redis-server
+ * that each test starts on a free loopback port: connection, pub/sub,
+ * history, the stream conformance suite (stream_conformance.h), and the
+ * multi-node stream cases (two brokers as two nodes, a node closed
+ * mid-answer, Redis restarted, SCRIPT FLUSH, FLUSHALL). Skipped when
+ * redis-server is not installed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +20,7 @@
 #include "../../src/broker.c"
 #include "../../src/redis_uv.c"
 #include "../../src/broker_redis.c"
+#include "../../src/broker_redis_stream.c"
 
 #include "redis_helper.h"
 
@@ -150,7 +155,8 @@ static sg_broker_t *new_broker(int port, const char *password)
     /* Keeps UV_RUN_ONCE from blocking forever in run_until. */
     uv_timer_init(&loop, &ticker);
     uv_timer_start(&ticker, on_tick, 10, 10);
-    sg_broker_handlers_t h = {on_message, on_subscribed, on_state, &rec};
+    sg_broker_handlers_t h = {on_message, on_subscribed, on_state, &rec,
+                              NULL};
     sg_broker_t *b = sg_broker_redis_new(&loop, &cfg, &h);
     assert_non_null(b);
     return b;
@@ -240,6 +246,7 @@ static void test_subscribe_publish(void **state)
         run_for(10);
     assert_int_equal(sg_map_count(br->channels), 0);
     assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 0);
+    assert_int_equal(test_redis_numsub(&srv, "sg:{s1}:live"), 0);
     assert_int_equal(rec.subscribed, 1);
     close_broker(b);
     test_redis_kill(&srv);
@@ -280,6 +287,8 @@ static void test_rapid_subscribe_cycles(void **state)
     assert_true(rec.subscribed >= 1);
     assert_int_equal(test_redis_numsub(&srv, "chat:stream:s1"), 1);
     assert_int_equal(test_redis_numsub(&srv, "chat:stream:s2"), 0);
+    assert_int_equal(test_redis_numsub(&srv, "sg:{s1}:live"), 1);
+    assert_int_equal(test_redis_numsub(&srv, "sg:{s2}:live"), 0);
 
     int before = rec.msgs;
     assert_int_equal(test_redis_publish(&srv, "chat:stream:s1", "after", 5),
@@ -556,6 +565,353 @@ static void test_broker_connect_timeout(void **state)
     close(lfd);
 }
 
+/* ---- stream conformance fixture --------------------------------------- */
+
+#include "stream_conformance.h"
+
+static sg_broker_t *fx_new(sg_config_t *c, const sg_broker_handlers_t *h)
+{
+    c->redis.host = "127.0.0.1";
+    c->redis.port = srv.port;
+    c->redis.connect_timeout = 1;
+    c->redis.reconnect_min_delay = 0.05;
+    c->redis.reconnect_max_delay = 0.2;
+    sg_broker_t *b = sg_broker_redis_new(&loop, c, h);
+    assert_non_null(b);
+    for (int i = 0; i < 500 && !sg_broker_is_ready(b); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(sg_broker_is_ready(b), 1);
+    return b;
+}
+
+static sg_broker_t *fx_open(sg_config_t *c, const sg_broker_handlers_t *h)
+{
+    memset(&rec, 0, sizeof(rec));
+    if (srv.pid == 0)
+        assert_int_equal(start_server(NULL), 0);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &watchdog);
+    uv_timer_start(&watchdog, on_watchdog, 30000, 0);
+    uv_unref((uv_handle_t *)&watchdog);
+    /* Keeps UV_RUN_ONCE from blocking while connecting. */
+    uv_timer_init(&loop, &ticker);
+    uv_timer_start(&ticker, on_tick, 10, 10);
+    cfg = *c;
+    return fx_new(&cfg, h);
+}
+
+static void fx_close(sg_broker_t *b)
+{
+    close_broker(b);
+}
+
+/* Every key of the session: count and TTL in (0, ttl]. */
+static void fx_check_ttls(sg_broker_t *b, const char *sid, int ttl,
+                          int nkeys)
+{
+    char pattern[BR_KEY_MAX];
+    snprintf(pattern, sizeof(pattern), "sg:{%s}:*", sid);
+    redisContext *c = test_redis_client(&srv);
+    assert_non_null(c);
+    redisReply *keys = redisCommand(c, "KEYS %s", pattern);
+    assert_non_null(keys);
+    assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(keys->elements, nkeys);
+    for (size_t i = 0; i < keys->elements; i++) {
+        redisReply *t = redisCommand(c, "TTL %s", keys->element[i]->str);
+        assert_non_null(t);
+        if (t->integer <= 0 || t->integer > ttl)
+            fail_msg("key %s has TTL %lld, expected 1..%d",
+                     keys->element[i]->str, t->integer, ttl);
+        freeReplyObject(t);
+    }
+    freeReplyObject(keys);
+    redisFree(c);
+}
+
+static void fx_go_down(sg_broker_t *b)
+{
+    test_redis_kill(&srv);
+    for (int i = 0; i < 500 && sg_broker_is_ready(b); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(sg_broker_is_ready(b), 0);
+}
+
+static const sc_fixture_t redis_fixture = {
+    .engine = "redis",
+    .loop = &loop,
+    .open = fx_open,
+    .close = fx_close,
+    .check_ttls = fx_check_ttls,
+    .go_down = fx_go_down,
+    .exact_trim = 0,
+};
+
+static int sc_setup(void **state)
+{
+    if (!test_redis_available()) {
+        print_message("redis-server not installed: skipped\n");
+        return -1;
+    }
+    sc_fx = &redis_fixture;
+    memset(&srv, 0, sizeof(srv));
+    return 0;
+}
+
+/* A blocking command from an independent client; asserts it succeeded. */
+static void redis_do(const char *cmd)
+{
+    redisContext *c = test_redis_client(&srv);
+    assert_non_null(c);
+    redisReply *r = redisCommand(c, cmd);
+    assert_non_null(r);
+    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* ---- multi-node stream tests ------------------------------------------- */
+
+static sc_rec_t node_rec[2];
+
+/* One append of one node: its own result slot (replies of two
+ * connections arrive in any order relative to each other). */
+typedef struct node_slot {
+    int status;
+    uint64_t offset;
+} node_slot_t;
+
+static node_slot_t node_slots[16][2];
+
+static void node_on_done(void *arg, int status, uint64_t offset)
+{
+    node_slot_t *slot = arg;
+    slot->status = status;
+    slot->offset = offset;
+    node_rec[0].appends++;
+}
+
+/* Two brokers on one loop are two nodes. Node 0 is opened through the
+ * conformance harness (it owns the loop and sc_rec); node 1 is added. */
+static sg_broker_t *node_open(sg_broker_t **second)
+{
+    memset(node_rec, 0, sizeof(node_rec));
+    memset(node_slots, 0, sizeof(node_slots));
+    sg_broker_t *a = sc_open();
+    sg_broker_handlers_t h = sc_handlers(&node_rec[1]);
+    sg_config_t c = cfg;
+    *second = fx_new(&c, &h);
+    return a;
+}
+
+/* Message `i` appended by both nodes (node 1 first when b_first). */
+static void node_append_both(sg_broker_t *a, sg_broker_t *b, int i,
+                             const char *text, int fin, int b_first)
+{
+    sg_chatmsg_t m = sc_msg("m1", text, fin);
+    node_slots[i][0].status = node_slots[i][1].status = 1;
+    if (b_first)
+        assert_int_equal(sg_broker_stream_append(b, "s1", &m, node_on_done,
+                                                 &node_slots[i][1]), 0);
+    assert_int_equal(sg_broker_stream_append(a, "s1", &m, node_on_done,
+                                             &node_slots[i][0]), 0);
+    if (!b_first)
+        assert_int_equal(sg_broker_stream_append(b, "s1", &m, node_on_done,
+                                                 &node_slots[i][1]), 0);
+}
+
+static void node_on_closed(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void node_close(sg_broker_t *b)
+{
+    int closed = 0;
+    sg_broker_close(b, node_on_closed, &closed);
+    assert_int_equal(closed, 0);
+    assert_true(run_until(&closed, 1, 3000));
+}
+
+static void test_stream_two_nodes_log_and_deliver_once(void **state)
+{
+    static const char *const text[] = {"One ", "One two ", "One two three ",
+                                       "One two three four ",
+                                       "One two three four five",
+                                       "One two three four five"};
+    static const char *const delta[] = {"One ", "two ", "three ", "four ",
+                                        "five", ""};
+    sg_broker_t *b1, *b0 = node_open(&b1);
+    sc_subscribe(b0, "s1");
+    assert_int_equal(sg_broker_subscribe(b1, "s1"), 0);
+    assert_true(sc_run_until(&node_rec[1].subscribed, 1, 5000));
+    for (int i = 0; i < 6; i++)
+        node_append_both(b0, b1, i, text[i], i == 5, i % 2);
+    assert_true(sc_run_until(&node_rec[0].appends, 12, 5000));
+    for (int i = 0; i < 6; i++) {
+        uint64_t x = node_slots[i][0].offset, y = node_slots[i][1].offset;
+        assert_int_equal(node_slots[i][0].status, 0);
+        assert_int_equal(node_slots[i][1].status, 0);
+        /* Either node may reach Redis first; exactly one logs it. */
+        assert_int_equal(x + y, (uint64_t)i + 1);
+        assert_true(x == 0 || y == 0);
+    }
+    assert_true(sc_run_until(&sc_rec.chunks, 6, 5000));
+    assert_true(sc_run_until(&node_rec[1].chunks, 6, 5000));
+    sc_run_for(100);
+    assert_int_equal(sc_rec.chunks, 6);
+    assert_int_equal(node_rec[1].chunks, 6);
+    for (int i = 0; i < 6; i++) {
+        for (int n = 0; n < 2; n++) {
+            sc_chunk_t *c = n == 0 ? &sc_rec.chunk[i]
+                                   : &node_rec[1].chunk[i];
+            assert_int_equal(c->offset, i + 1);
+            assert_int_equal(c->index, i);
+            assert_string_equal(c->delta, delta[i]);
+            assert_string_equal(c->content, text[i]);
+            assert_int_equal(c->complete, i == 5);
+        }
+    }
+    assert_string_equal(sc_rec.chunk[0].epoch, node_rec[1].chunk[5].epoch);
+    sc_read(b1, "s1", 0, 0);
+    assert_int_equal(sc_rec.nlog, 6);
+    node_close(b1);
+    sc_close(b0);
+}
+
+static void test_stream_node_closed_midway_other_continues(void **state)
+{
+    char text[64] = "";
+    sg_broker_t *b1, *b0 = node_open(&b1);
+    sc_subscribe(b0, "s1");
+    assert_int_equal(sg_broker_subscribe(b1, "s1"), 0);
+    assert_true(sc_run_until(&node_rec[1].subscribed, 1, 5000));
+    for (int i = 0; i < 3; i++) {
+        strcat(text, "w ");
+        node_append_both(b0, b1, i, text, 0, 0);
+    }
+    assert_true(sc_run_until(&node_rec[0].appends, 6, 5000));
+    /* Node 1 dies with an append in flight: cancelled, not lost. */
+    strcat(text, "w ");
+    node_append_both(b0, b1, 3, text, 0, 1);
+    node_close(b1);
+    assert_int_equal(node_slots[3][1].status, SG_ECANCELED);
+    assert_int_equal(node_rec[0].appends, 7);
+    for (int i = 4; i < 6; i++) {
+        strcat(text, "w ");
+        sg_chatmsg_t m = sc_msg("m1", text, i == 5);
+        assert_int_equal(sg_broker_stream_append(b0, "s1", &m, node_on_done,
+                                                 &node_slots[i][0]), 0);
+    }
+    assert_true(sc_run_until(&node_rec[0].appends, 10, 5000));
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(node_slots[i][0].status, 0);
+    assert_true(sc_run_until(&sc_rec.chunks, 6, 5000));
+    sc_run_for(100);
+    assert_int_equal(sc_rec.chunks, 6);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(sc_rec.chunk[i].offset, i + 1);
+        assert_string_equal(sc_rec.chunk[i].delta, "w ");
+    }
+    sc_read(b0, "s1", 0, 0);
+    assert_int_equal(sc_rec.last, 6);
+    assert_int_equal(sc_rec.nlog, 6);
+    assert_int_equal(sc_rec.snap[0].complete, 1);
+    assert_int_equal(sc_rec.snap[0].content_len, 12);
+    sc_close(b0);
+}
+
+static void test_stream_survives_redis_restart(void **state)
+{
+    sg_broker_t *b = sc_open();
+    sc_subscribe(b, "s1");
+    assert_int_equal(sc_append(b, "s1", "m1", "a ", 0), 1);
+    sc_read(b, "s1", SG_STREAM_NO_SINCE, 0);
+    char epoch[32];
+    snprintf(epoch, sizeof(epoch), "%s", sc_rec.epoch);
+    assert_true(sc_run_until(&sc_rec.chunks, 1, 5000));
+
+    test_redis_kill(&srv);
+    for (int i = 0; i < 500 && sg_broker_is_ready(b); i++)
+        sc_run_for(10);
+    assert_int_equal(sg_broker_is_ready(b), 0);
+    sg_chatmsg_t m = sc_msg("m1", "a b ", 0);
+    assert_int_equal(sg_broker_stream_append(b, "s1", &m, NULL, NULL),
+                     SG_ENOTREADY);
+    assert_int_equal(test_redis_start(&srv), 0);
+    assert_true(sc_run_until(&sc_rec.subscribed, 2, 5000)); /* resubscribed */
+    assert_int_equal(sg_broker_is_ready(b), 1);
+    assert_int_equal(test_redis_numsub(&srv, "sg:{s1}:live"), 1);
+    /* No persistence: the stream starts over under a new epoch. */
+    assert_int_equal(sc_append(b, "s1", "m1", "a b ", 0), 1);
+    assert_true(sc_run_until(&sc_rec.chunks, 2, 5000));
+    assert_int_equal(sc_rec.chunk[1].offset, 1);
+    assert_string_not_equal(sc_rec.chunk[1].epoch, epoch);
+    sc_read(b, "s1", 0, 0);
+    assert_int_equal(sc_rec.range_ok, 1);
+    assert_int_equal(sc_rec.nlog, 1);
+    assert_string_equal(sc_rec.epoch, sc_rec.chunk[1].epoch);
+    sc_close(b);
+}
+
+static void test_stream_noscript_falls_back_to_eval(void **state)
+{
+    sg_broker_t *b = sc_open();
+    assert_int_equal(sc_append(b, "s1", "m1", "a ", 0), 1);
+    redis_do("SCRIPT FLUSH");
+    assert_int_equal(sc_append(b, "s1", "m1", "a b ", 0), 2);
+    redis_do("SCRIPT FLUSH");
+    sc_read(b, "s1", 0, 0);
+    assert_int_equal(sc_rec.nlog, 2);
+    assert_string_equal(sc_rec.log[1].delta, "b ");
+    assert_int_equal(sc_append(b, "s1", "m1", "a b ", 0), 0);
+    sc_close(b);
+}
+
+static void test_stream_flushall_gives_a_new_epoch(void **state)
+{
+    sg_broker_t *b = sc_open();
+    assert_int_equal(sc_append(b, "s1", "m1", "a ", 0), 1);
+    sc_read(b, "s1", SG_STREAM_NO_SINCE, 0);
+    char epoch[32];
+    snprintf(epoch, sizeof(epoch), "%s", sc_rec.epoch);
+    redis_do("FLUSHALL");
+    sc_read(b, "s1", 1, 0);
+    sc_assert_epoch(sc_rec.epoch);
+    assert_string_not_equal(sc_rec.epoch, epoch);
+    assert_int_equal(sc_rec.last, 0);
+    assert_int_equal(sc_rec.range_ok, 0);
+    assert_int_equal(sc_append(b, "s1", "m1", "a b ", 0), 1);
+    sc_close(b);
+}
+
+/* A user id with JSON specials and a NUL in the content survive the
+ * script, cjson and jansson. */
+static void test_stream_binary_and_escapes(void **state)
+{
+    sg_broker_t *b = sc_open();
+    sc_subscribe(b, "s1");
+    sg_chatmsg_t m = sc_msg("m\"1", "x", 0);
+    m.content = (char *)"h\xc3\xa9\0/\"\\";
+    m.content_len = 7;
+    m.user_id = NULL;
+    assert_int_equal(sg_broker_stream_append(b, "s1", &m, sc_on_append,
+                                             &sc_rec), 0);
+    assert_true(sc_run_until(&sc_rec.chunks, 1, 5000));
+    sc_chunk_t *c = &sc_rec.chunk[0];
+    assert_string_equal(c->mid, "m\"1");
+    assert_int_equal(c->has_uid, 0);
+    assert_int_equal(c->content_len, 7);
+    assert_memory_equal(c->content, "h\xc3\xa9\0/\"\\", 7);
+    assert_memory_equal(c->delta, "h\xc3\xa9\0/\"\\", 7);
+    sc_read(b, "s1", 0, 0);
+    assert_int_equal(sc_rec.log[0].has_uid, 0);
+    assert_int_equal(sc_rec.log[0].delta_len, 7);
+    assert_int_equal(sc_rec.snap[0].content_len, 7);
+    assert_memory_equal(sc_rec.snap[0].content, "h\xc3\xa9\0/\"\\", 7);
+    sc_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -571,6 +927,14 @@ int main(void)
         cmocka_unit_test_teardown(test_close_while_connecting, teardown),
         cmocka_unit_test_teardown(test_kill_and_restart, teardown),
         cmocka_unit_test_teardown(test_broker_connect_timeout, teardown),
+        SC_CONFORMANCE_TESTS(sc_setup, teardown),
+        SC_T(test_stream_two_nodes_log_and_deliver_once, sc_setup, teardown),
+        SC_T(test_stream_node_closed_midway_other_continues, sc_setup,
+             teardown),
+        SC_T(test_stream_survives_redis_restart, sc_setup, teardown),
+        SC_T(test_stream_noscript_falls_back_to_eval, sc_setup, teardown),
+        SC_T(test_stream_flushall_gives_a_new_epoch, sc_setup, teardown),
+        SC_T(test_stream_binary_and_escapes, sc_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
