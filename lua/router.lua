@@ -20,11 +20,12 @@ local HEARTBEAT_ACK = '{"type":"heartbeat_ack"}'
 local ERR_RECOVERY = "Recovery failed"
 local ERR_UNKNOWN_TYPE = "Unknown message type: "
 local ERR_INVALID_JSON = "Invalid JSON"
+local ERR_RESUME = "Resume failed"
+local ERR_RESUME_BUSY = "Resume already in progress"
+local ERR_RESUME_SINCE = "Invalid resume: since must be a non-negative integer"
+local ERR_RESUME_EPOCH = "Invalid resume: epoch must be a string"
+local ERR_CANCEL = "Invalid cancel: message_id must be a non-empty string"
 local ERR_MISSING_TYPE = "Missing message type"
-local MESSAGE_KEYS = {
-    "message_id", "session_id", "user_id", "role", "content", "chunk",
-    "timestamp", "is_complete",
-}
 
 
 local _M = {
@@ -33,51 +34,18 @@ local _M = {
 }
 
 
+-- The configured upstream, loaded on first use (it may need sg.config).
+local function upstream()
+    return require("upstreams." .. (sg.config.upstream or "demo"))
+end
+
+
 local function error_frame(text)
     return json_encode({
         type = "error",
         error = text,
         timestamp = sg.iso_now(),
     })
-end
-
-
-local function recovery_status(status)
-    return json_encode({
-        type = "recovery_status",
-        status = status,
-        chunksRecovered = 0,
-    })
-end
-
-
--- A stored ChatMessage with all eight keys (nulls where absent), as the
--- original server serialized it.
-local function full_message(entry)
-    local msg = {}
-    for i = 1, #MESSAGE_KEYS do
-        local k = MESSAGE_KEYS[i]
-        local v = entry[k]
-        if v == nil then
-            v = json.null
-        end
-        msg[k] = v
-    end
-    return msg
-end
-
-
--- The newest stored final answer with `message_id`, or nil.
-local function find_final(items, message_id)
-    for i = #items, 1, -1 do
-        local entry = json_decode(items[i])
-        if type(entry) == "table" and entry.message_id == message_id
-            and entry.role == "assistant" and entry.is_complete == true
-        then
-            return entry
-        end
-    end
-    return nil
 end
 
 
@@ -98,6 +66,12 @@ local function valid_reconnect(msg)
 end
 
 
+local function valid_offset(n)
+    return type(n) == "number" and n >= 0 and n == math.floor(n)
+        and n < 9e15
+end
+
+
 function _M.handlers.ping(conn)
     return sg_send(conn, PONG)
 end
@@ -108,26 +82,55 @@ function _M.handlers.heartbeat(conn)
 end
 
 
---- Compat recovery, limited to history: a finished answer is sent once
--- more as a message frame + "completed"; anything else is "not_found".
+--- Compat recovery: the stream coordinator sends the newest state of the
+-- message and then recovery_status recovered / completed / not_found /
+-- expired (PROTOCOL.md §2).
 function _M.handlers.reconnect(conn, msg)
     if not valid_reconnect(msg) then
         return sg_send(conn, error_frame(ERR_RECOVERY))
     end
 
-    local items, err = sg.history.get(conn.session_id)
-    if not items then
-        sg.log("warn", "reconnect: failed to read history: ", err)
+    local ok, err = sg.reconnect(conn, msg.messageId, msg.lastChunkIndex)
+    if not ok then
+        sg.log("warn", "reconnect: ", err)
         return sg_send(conn, error_frame(ERR_RECOVERY))
     end
+end
 
-    local final = find_final(items, msg.messageId)
-    if not final then
-        return sg_send(conn, recovery_status("not_found"))
+
+--- Native resume on an open socket (PROTOCOL.md §3): the coordinator
+-- replays what followed `since`, then sends "resumed".
+function _M.handlers.resume(conn, msg)
+    if not valid_offset(msg.since) then
+        return sg_send(conn, error_frame(ERR_RESUME_SINCE))
     end
 
-    sg_send(conn, json_encode({ type = "message", data = full_message(final) }))
-    return sg_send(conn, recovery_status("completed"))
+    if msg.epoch ~= nil and type(msg.epoch) ~= "string" then
+        return sg_send(conn, error_frame(ERR_RESUME_EPOCH))
+    end
+
+    local ok, err = sg.resume(conn, msg.since, msg.epoch)
+    if not ok then
+        return sg_send(conn, error_frame(err == "busy" and ERR_RESUME_BUSY
+                                         or ERR_RESUME))
+    end
+end
+
+
+--- Native cancel (PROTOCOL.md §3): same effect as POST /api/cancel; the
+-- cancelled final reaches every socket through the stream.
+function _M.handlers.cancel(conn, msg)
+    local mid = msg.message_id
+    if type(mid) ~= "string" or mid == "" then
+        return sg_send(conn, error_frame(ERR_CANCEL))
+    end
+
+    local result = upstream().cancel(conn.session_id, mid)
+    return sg_send(conn, json_encode({
+        type = "cancel_status",
+        message_id = mid,
+        status = result.status,
+    }))
 end
 
 

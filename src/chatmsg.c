@@ -7,6 +7,7 @@
  * Output is compact JSON with UTF-8 kept raw; text that is not valid UTF-8
  * (from a script, say) is repaired with U+FFFD rather than dropped. */
 #include "chatmsg.h"
+#include "stream.h"
 
 #include <assert.h>
 #include <math.h>
@@ -359,19 +360,58 @@ void sg_chatmsg_iso_now(char *out, size_t outlen)
 
 /* A NULL node_id leaves out "node" (the compat welcome has none). */
 sg_buf_t *sg_chatmsg_welcome_frame(const char *session_id,
-                                   const char *node_id)
+                                   const sg_welcome_info_t *info)
 {
     char now[32];
     assert(session_id != NULL);
     sg_chatmsg_iso_now(now, sizeof(now));
     json_t *doc = json_pack("{s:s,s:o,s:s}", "type", "welcome", "sessionId",
                             chatmsg_cstr(session_id), "timestamp", now);
-    if (doc != NULL && node_id != NULL &&
-        json_object_set_new(doc, "node", chatmsg_cstr(node_id)) != 0) {
+    if (doc == NULL || info == NULL)
+        return chatmsg_buf(doc);
+    int rc = 0;
+    if (info->node_id != NULL)
+        rc |= json_object_set_new(doc, "node", chatmsg_cstr(info->node_id));
+    if (info->epoch != NULL) {
+        rc |= json_object_set_new(doc, "epoch", chatmsg_cstr(info->epoch));
+        rc |= json_object_set_new(doc, "offset",
+                                  json_integer((json_int_t)info->offset));
+    }
+    if (info->recovered >= 0)
+        rc |= json_object_set_new(doc, "recovered",
+                                  json_boolean(info->recovered));
+    if (rc != 0) {
         json_decref(doc);
         return NULL;
     }
     return chatmsg_buf(doc);
+}
+
+sg_buf_t *sg_chatmsg_chunk_frame(const sg_chunk_t *c, int delta_mode)
+{
+    json_t *content, *chunk;
+    if (!delta_mode) {
+        content = chatmsg_jstr(c->content ? c->content : "",
+                               c->content ? c->content_len : 0);
+        chunk = c->is_complete ? json_null()
+                               : chatmsg_jstr(c->delta, c->delta_len);
+    } else {
+        content = c->is_complete ? chatmsg_jstr(c->content ? c->content : "",
+                                                c->content_len)
+                                 : NULL;
+        chunk = c->delta != NULL ? chatmsg_jstr(c->delta, c->delta_len)
+                                 : chatmsg_jstr(c->content, c->content_len);
+    }
+    json_t *data = chatmsg_pack(
+        chatmsg_cstr(c->message_id), chatmsg_cstr(c->session_id),
+        chatmsg_cstr(c->user_id), chatmsg_cstr(c->role ? c->role : "assistant"),
+        content ? content : json_null(), chunk, c->timestamp, c->is_complete);
+    if (data != NULL && content == NULL)
+        json_object_del(data, "content");
+    return chatmsg_buf(json_pack("{s:s,s:o,s:I,s:I}", "type", "message",
+                                 "data", data, "offset",
+                                 (json_int_t)c->offset, "index",
+                                 (json_int_t)c->index));
 }
 
 sg_buf_t *sg_chatmsg_error_frame(const char *text)

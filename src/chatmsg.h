@@ -12,6 +12,8 @@
 
 #include "buf.h"
 
+struct sg_chunk;
+
 typedef struct sg_chatmsg {
     char *message_id;   /* required */
     char *session_id;   /* NULL when absent */
@@ -51,9 +53,26 @@ sg_buf_t *sg_chatmsg_history_frame(const char *const *items,
  * `out` must hold at least 32 bytes. */
 void sg_chatmsg_iso_now(char *out, size_t outlen);
 
-/* {"type":"welcome","sessionId":..,"timestamp":ISO,"node":..} */
+/* Native fields of a welcome frame (PROTOCOL.md §2, §3). */
+typedef struct sg_welcome_info {
+    const char *node_id;  /* NULL: no "node" key */
+    const char *epoch;    /* NULL: no "epoch"/"offset" keys */
+    uint64_t offset;      /* the session's last offset */
+    int recovered;        /* -1: no "recovered" key; 0/1: false/true */
+} sg_welcome_info_t;
+
+/* {"type":"welcome","sessionId":..,"timestamp":ISO,"node":..,"epoch":..,
+ *  "offset":N,"recovered":bool}; `info` may be NULL. */
 sg_buf_t *sg_chatmsg_welcome_frame(const char *session_id,
-                                   const char *node_id);
+                                   const sg_welcome_info_t *info);
+
+/* A `message` frame for a stream chunk or snapshot (stream.h):
+ * {"type":"message","data":<ChatMessage>,"offset":N,"index":I}.
+ * Full mode: data.content is the cumulative text and data.chunk the delta
+ * (null on finals and on snapshots). Delta mode: data.chunk is the delta
+ * (a snapshot's whole text when it has no delta) and data.content appears
+ * only on the final. NULL on no memory. */
+sg_buf_t *sg_chatmsg_chunk_frame(const struct sg_chunk *c, int delta_mode);
 /* {"type":"error","error":<text>,"timestamp":ISO}; text is JSON-escaped. */
 sg_buf_t *sg_chatmsg_error_frame(const char *text);
 

@@ -22,6 +22,7 @@
 #include "error.h"
 #include "log.h"
 #include "script_api_broker.h"
+#include "script_api_stream.h"
 #include "script_api_core.h"
 #include "script_api_json.h"
 #include "script_api_jwt.h"
@@ -147,6 +148,7 @@ static int script_open(lua_State *L)
     sg_script_api_json_open(L);
     sg_script_api_core_open(L);
     sg_script_api_broker_open(L);
+    sg_script_api_stream_open(L);
     sg_script_api_jwt_open(L);
     lua_getfield(L, -2, "loaded");
     lua_pushvalue(L, -2);
@@ -643,4 +645,21 @@ static void copy_str(char *dst, size_t dstlen, const char *src)
     if (dstlen == 0)
         return;
     snprintf(dst, dstlen, "%s", src);
+}
+
+/* ---- return conventions shared by the sg.* families --------------------- */
+
+int sg__script_push_error(lua_State *L, int rc)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, rc == SG_ECANCELED ? "closed" : sg_strerror(rc));
+    return 2;
+}
+
+int sg__script_push_result(lua_State *L, int rc)
+{
+    if (rc != 0)
+        return sg__script_push_error(L, rc);
+    lua_pushboolean(L, 1);
+    return 1;
 }

@@ -25,24 +25,17 @@ static const char *check_payload(lua_State *L, int idx, size_t *len)
     return lua_tolstring(L, idx, len);
 }
 
-static int push_error(lua_State *L, int rc)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, rc == SG_ECANCELED ? "closed" : sg_strerror(rc));
-    return 2;
-}
-
 /* Starts a broker op for the current task: returns the op, or NULL after
  * pushing nil, err (no broker). */
 static sg__script_op_t *op_new(lua_State *L, sg_script_task_t *task)
 {
     if (task->s->broker == NULL) {
-        push_error(L, SG_ENOTREADY);
+        sg__script_push_error(L, SG_ENOTREADY);
         return NULL;
     }
     sg__script_op_t *op = malloc(sizeof *op);
     if (op == NULL) {
-        push_error(L, SG_ENOMEM);
+        sg__script_push_error(L, SG_ENOMEM);
         return NULL;
     }
     op->task = task;
@@ -55,7 +48,7 @@ static int op_wait(lua_State *L, sg_script_task_t *task, sg__script_op_t *op,
 {
     if (rc < 0) {
         free(op);
-        return push_error(L, rc);
+        return sg__script_push_error(L, rc);
     }
     task->op = op;
     sg__script_suspend(task, SG__WAIT_BROKER);
@@ -88,10 +81,10 @@ static int broker_publish(lua_State *L)
     if (p == NULL)
         return 2;
     if (s->broker == NULL)
-        return push_error(L, SG_ENOTREADY);
+        return sg__script_push_error(L, SG_ENOTREADY);
     int rc = sg_broker_publish(s->broker, sid, p, len);
     if (rc < 0)
-        return push_error(L, rc);
+        return sg__script_push_error(L, rc);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -107,7 +100,7 @@ static void history_done_cb(void *arg, int status)
     if (task == NULL)
         return;
     if (status < 0) {
-        push_error(task->co, status);
+        sg__script_push_error(task->co, status);
         sg__script_resume(task, 2);
         return;
     }
@@ -158,7 +151,7 @@ static void history_list_cb(void *arg, int status, const char *const *items,
     if (task == NULL)
         return;
     if (status < 0) {
-        push_error(task->co, status);
+        sg__script_push_error(task->co, status);
         sg__script_resume(task, 2);
         return;
     }

@@ -174,17 +174,6 @@ uint64_t sg__script_check_conn(lua_State *L, int arg)
     return (uint64_t)id;
 }
 
-static int push_result(lua_State *L, int rc)
-{
-    if (rc == 0) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lua_pushnil(L);
-    lua_pushstring(L, sg_strerror(rc));
-    return 2;
-}
-
 /* sg.send(conn_or_id, text) -> true | nil, "closed" | "busy" */
 static int core_send(lua_State *L)
 {
@@ -194,8 +183,8 @@ static int core_send(lua_State *L)
     const char *text = luaL_checklstring(L, 2, &len);
 
     if (s->host.send == NULL)
-        return push_result(L, SG_ECLOSED);
-    return push_result(L, s->host.send(s->host.data, id, text, len));
+        return sg__script_push_result(L, SG_ECLOSED);
+    return sg__script_push_result(L, s->host.send(s->host.data, id, text, len));
 }
 
 /* sg.close(conn_or_id [, code [, reason]]) -> true | nil, err */
@@ -209,8 +198,8 @@ static int core_close(lua_State *L)
     luaL_argcheck(L, code >= 1000 && code <= 4999, 2,
                   "expected a close code 1000..4999");
     if (s->host.close == NULL)
-        return push_result(L, SG_ECLOSED);
-    return push_result(L, s->host.close(s->host.data, id, (int)code,
+        return sg__script_push_result(L, SG_ECLOSED);
+    return sg__script_push_result(L, s->host.close(s->host.data, id, (int)code,
                                         reason));
 }
 

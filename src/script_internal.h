@@ -122,6 +122,12 @@ void sg__script_iso_now(char *out, size_t outlen);
  * connection id; raises a "bad argument" error otherwise. */
 uint64_t sg__script_check_conn(lua_State *L, int arg);
 
+/* Runtime-failure convention of every sg.* function: pushes nil and the
+ * error text ("closed" for SG_ECANCELED) and returns 2. */
+int sg__script_push_error(lua_State *L, int rc);
+/* rc == 0: pushes true, returns 1; otherwise sg__script_push_error. */
+int sg__script_push_result(lua_State *L, int rc);
+
 /* JSON-encodes the value at `idx` with cjson.safe. Returns a string on the
  * stack top (1) or nil, err (2 values). */
 int sg__script_encode(lua_State *L, int idx);

@@ -134,7 +134,32 @@ static int server_register_metrics(sg_server_t *srv)
         NULL)
     REG(uptime, SG_METRIC_GAUGE, "process_uptime_seconds",
         "Seconds since the server started", NULL)
+    REG(coalesced, SG_METRIC_COUNTER, "stream_coalesced_frames_total",
+        "Queued partials dropped because a newer frame of the same message "
+        "superseded them (slow readers, full mode)", NULL)
+    REG(stream_started, SG_METRIC_COUNTER, "stream_started_total",
+        "Answers that started streaming to sessions of this node", NULL)
+    REG(stream_completed, SG_METRIC_COUNTER, "stream_completed_total",
+        "Answers that completed on sessions of this node", NULL)
+    REG(stream_errors, SG_METRIC_COUNTER, "stream_errors_total",
+        "Stream failures by type (parse, append, read, gap, "
+        "gap_unrecoverable)", "type")
+    REG(recovery_attempts, SG_METRIC_COUNTER, "recovery_attempts_total",
+        "Resume and compat reconnect outcomes", "status")
 #undef REG
+    static const double duration_buckets[] = {0.5, 1, 2.5, 5, 10, 30, 60,
+                                               120, 300};
+    static const double chunk_buckets[] = {1, 10, 50, 100, 250, 500, 1000,
+                                           5000};
+    m->stream_duration = sg_metrics_register(
+        r, SG_METRIC_HISTOGRAM, "stream_duration_seconds",
+        "Time from the first to the final chunk of an answer", NULL,
+        duration_buckets, sizeof(duration_buckets) / sizeof(double));
+    m->stream_chunks = sg_metrics_register(
+        r, SG_METRIC_HISTOGRAM, "stream_chunks", "Chunks per answer", NULL,
+        chunk_buckets, sizeof(chunk_buckets) / sizeof(double));
+    if (m->stream_duration == NULL || m->stream_chunks == NULL)
+        return SG_ENOMEM;
     m->ws_queue_depth = sg_metrics_register(
         r, SG_METRIC_HISTOGRAM, "websocket_send_queue_depth",
         "Frames queued on a connection when a new frame is added", NULL,
@@ -203,6 +228,24 @@ static int server_script_send(void *data, uint64_t conn_id, const char *text,
     int rc = sg__ws_enqueue(c, b, SG_FRAME_OTHER);
     sg_buf_unref(b);
     return rc;
+}
+
+static int server_script_resume(void *data, uint64_t conn_id, uint64_t since,
+                                const char *epoch)
+{
+    sg_conn_t *c = sg__ws_find(data, conn_id);
+    if (c == NULL || c->closing)
+        return SG_ECLOSED;
+    return sg__stream_resume(data, c, since, epoch);
+}
+
+static int server_script_reconnect(void *data, uint64_t conn_id,
+                                   const char *mid, int64_t last_index)
+{
+    sg_conn_t *c = sg__ws_find(data, conn_id);
+    if (c == NULL || c->closing)
+        return SG_ECLOSED;
+    return sg__stream_reconnect(data, c, mid, last_index);
 }
 
 static int server_script_close(void *data, uint64_t conn_id, int code,
@@ -285,9 +328,9 @@ static int server_build(sg_server_t *srv, char *err, size_t errlen)
         snprintf(err, errlen, "no memory");
         return SG_ENOMEM;
     }
-    sg_broker_handlers_t bh = {sg__session_on_message,
+    sg_broker_handlers_t bh = {sg__stream_on_message,
                                sg__session_on_subscribed,
-                               server_broker_state, srv};
+                               server_broker_state, srv, sg__stream_on_chunk};
     srv->broker = cfg->redis.enabled
                       ? sg_broker_redis_new(srv->loop, cfg, &bh)
                       : sg_broker_memory_new(srv->loop, cfg, &bh);
@@ -296,7 +339,8 @@ static int server_build(sg_server_t *srv, char *err, size_t errlen)
         return SG_ENOMEM;
     }
     sg_metric_set(srv->m.redis_up, NULL, sg_broker_is_ready(srv->broker));
-    sg_script_host_t host = {srv, server_script_send, server_script_close};
+    sg_script_host_t host = {srv, server_script_send, server_script_close,
+                             server_script_resume, server_script_reconnect};
     srv->script = sg_script_new(srv->loop, cfg, srv->broker, srv->metrics,
                                 &host, err, errlen);
     if (srv->script == NULL)
@@ -331,6 +375,7 @@ static void server_close_handles(sg_server_t *srv)
     }
     if (srv->broker != NULL)
         sg_broker_close(srv->broker, server_broker_closed, srv);
+    sg__sessions_close(srv->sessions);
     uv_handle_t *handles[] = {(uv_handle_t *)&srv->sigterm,
                               (uv_handle_t *)&srv->sigint,
                               (uv_handle_t *)&srv->stop_timer};
@@ -446,12 +491,12 @@ int sg_server_check_scripts(const sg_config_t *cfg, char *err, size_t errlen)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    sg_broker_handlers_t bh = {NULL, NULL, NULL, NULL};
+    sg_broker_handlers_t bh = {NULL, NULL, NULL, NULL, NULL};
     sg_broker_t *b = sg_broker_memory_new(&loop, cfg, &bh);
     sg_metrics_t *m = sg_metrics_new();
     int rc = SG_ENOMEM;
     if (b != NULL && m != NULL) {
-        sg_script_host_t host = {NULL, NULL, NULL};
+        sg_script_host_t host = {NULL, NULL, NULL, NULL, NULL};
         sg_script_t *s = sg_script_new(&loop, cfg, b, m, &host, err, errlen);
         rc = s != NULL ? 0 : SG_ESCRIPT;
         if (s != NULL)

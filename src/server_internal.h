@@ -39,6 +39,13 @@ typedef struct sg_core_metrics {
     sg_metric_t *rss;               /* process_resident_memory_bytes */
     sg_metric_t *fds;               /* process_open_fds */
     sg_metric_t *uptime;            /* process_uptime_seconds */
+    sg_metric_t *coalesced;         /* stream_coalesced_frames_total */
+    sg_metric_t *stream_started;    /* stream_started_total */
+    sg_metric_t *stream_completed;  /* stream_completed_total */
+    sg_metric_t *stream_errors;     /* stream_errors_total{type} */
+    sg_metric_t *stream_duration;   /* stream_duration_seconds */
+    sg_metric_t *stream_chunks;     /* stream_chunks */
+    sg_metric_t *recovery_attempts; /* recovery_attempts_total{status} */
 } sg_core_metrics_t;
 
 struct sg_server {
@@ -82,12 +89,27 @@ typedef struct sg_pss {
 } sg_pss_t;
 
 /* A WebSocket connection (owned by ws.c; session.c links it into its
- * session and reads the join state). */
+ * session; stream.c drives its join/resume and fans chunks out to it). */
 enum sg_conn_state {
     CONN_PENDING,  /* upgrade accepted, not established yet */
-    CONN_JOINING,  /* established, waiting for subscribe + history */
+    CONN_JOINING,  /* established; a stream read (join, resume, gap) runs */
     CONN_LIVE,
 };
+
+enum sg_conn_mode {
+    SG_MODE_FULL = 0,  /* cumulative content (compat) */
+    SG_MODE_DELTA = 1, /* deltas; content only on finals */
+};
+
+/* One queued (or held) frame. `mid` is a hash of the message id, so a
+ * newer partial of the same message can replace an older queued one. */
+typedef struct sg_qent {
+    sg_buf_t *b;
+    uint64_t offset;  /* 0 for frames that are not stream chunks */
+    uint64_t mid;
+    uint8_t partial;  /* a stream partial that may be coalesced */
+    uint8_t kind;     /* enum sg_frame_kind, for metrics */
+} sg_qent_t;
 
 struct sg_conn {
     uint64_t id;
@@ -97,21 +119,32 @@ struct sg_conn {
     char *user_id;
     sg_conn_t *sess_next, *sess_prev;
 
-    /* Send queue: a ring of shared buffers. */
-    sg_buf_t **q;
+    /* Send queue: a ring of frames. */
+    sg_qent_t *q;
     uint32_t qhead, qlen, qcap;
     size_t qbytes;
 
-    /* Live frames that arrived before the history frame was queued. */
-    sg_buf_t **held;
+    /* Stream frames that arrived while a stream read was running; queued
+     * (those past last_offset) when it completes. */
+    sg_qent_t *held;
     uint32_t nheld, heldcap;
 
     /* Reassembly of fragmented inbound messages. */
     char *rx;
     size_t rxlen, rxcap;
 
+    /* Stream position: the highest offset queued (or covered by a
+     * snapshot frame) for this connection, in the session's epoch. */
+    uint64_t last_offset;
+    uint64_t since;        /* resume offset from the handshake, or
+                              SG_STREAM_NO_SINCE */
+    char *resume_epoch;    /* epoch from the handshake, or NULL */
+
     uint8_t state;          /* enum sg_conn_state */
-    uint8_t history_pending; /* session.c: a history read is in flight */
+    uint8_t mode;           /* enum sg_conn_mode */
+    uint8_t welcomed;       /* the welcome frame was queued */
+    uint8_t sync_pending;   /* stream.c: a stream read is in flight */
+    uint8_t resync;         /* stream.c: another gap read is wanted */
     uint8_t closing;
     uint16_t close_code;
     char close_reason[64];
@@ -134,34 +167,69 @@ int sg__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
  * frame kind. Closes the connection 4008 when its queue is over the limits.
  * 0, SG_ECLOSED when closing, SG_EBUSY when the limit closed it. */
 int sg__ws_enqueue(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind);
-/* Like sg__ws_enqueue for live frames: while `c` is still joining (history
- * not sent yet) the frame is held and queued after the history frame. */
-int sg__ws_deliver(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind);
+/* Queues a stream `message` frame. In full mode a queued, not yet written
+ * partial of the same message (same `mid` hash) is dropped first: content
+ * is cumulative, so the newer frame carries everything the older one did
+ * (coalescing; the final is never dropped and stays last). Then as
+ * sg__ws_enqueue. */
+int sg__ws_enqueue_chunk(sg_conn_t *c, sg_buf_t *b, uint64_t offset,
+                         uint64_t mid, int partial);
 /* Starts closing `c` with a WebSocket close code and reason. */
 void sg__ws_close(sg_conn_t *c, int code, const char *reason);
 /* Looks up a connection by script id; NULL when gone. */
 sg_conn_t *sg__ws_find(sg_server_t *srv, uint64_t id);
 /* Closes every WebSocket with 1001 (graceful stop). */
 void sg__ws_close_all(sg_server_t *srv, int code, const char *reason);
-const char *sg__ws_session_id(const sg_conn_t *c);
-uint64_t sg__ws_id(const sg_conn_t *c);
-/* Called by session.c when the join (subscribe + history) completes:
- * queues the held live frames and marks `c` live. */
-void sg__ws_set_live(sg_conn_t *c);
-int sg__ws_is_live(const sg_conn_t *c);
+
+/* ---- stream.c (the stream coordinator) ---- */
+/* Starts the join of `c` (its session is subscribed): one atomic stream
+ * read, then welcome, history/catch-up or replay, then live frames. */
+void sg__stream_join(sg_server_t *srv, sg_conn_t *c);
+/* Re-reads the stream after a resubscription (Redis reconnect) so every
+ * live connection of the session gets what it missed. */
+void sg__stream_resync(sg_server_t *srv, sg_conn_t *c);
+/* Broker handlers: raw producer messages (idempotent ingest) and appended
+ * chunks (fan-out). */
+void sg__stream_on_message(void *srv, const char *sid, const char *payload,
+                           size_t len);
+void sg__stream_on_chunk(void *srv, const char *sid, const sg_chunk_t *c);
+/* `{"type":"resume","since":N,"epoch":E}` on an open socket. */
+int sg__stream_resume(sg_server_t *srv, sg_conn_t *c, uint64_t since,
+                      const char *epoch);
+/* Compat `{"type":"reconnect","messageId":M,"lastChunkIndex":N}`. */
+int sg__stream_reconnect(sg_server_t *srv, sg_conn_t *c, const char *mid,
+                         int64_t last_index);
+/* Frees the frames held on `c` (connection teardown). */
+void sg__stream_conn_free(sg_conn_t *c);
+/* FNV-1a hash of a message id, for coalescing. */
+uint64_t sg__stream_mid_hash(const char *mid);
 
 /* ---- session.c ---- */
 sg_sessions_t *sg__sessions_new(sg_server_t *srv);
+/* Closes the sweep timer (inside the loop, before it ends). */
+void sg__sessions_close(sg_sessions_t *ss);
 void sg__sessions_free(sg_sessions_t *ss);
-/* Adds `c` to its session (creating it and subscribing on first use), then
- * sends history once the subscription is confirmed. */
+/* Adds `c` to its session (creating it and subscribing on first use); the
+ * join starts once the subscription is confirmed. */
 int sg__session_attach(sg_server_t *srv, sg_conn_t *c);
-/* Removes `c`; unsubscribes when the session has no connection left. */
+/* Removes `c`. When the session has no connection left it unsubscribes,
+ * unless an answer is in flight: then it lingers (stream.linger seconds or
+ * until the answer completes) so the chunk log has no hole when the page
+ * reloads. */
 void sg__session_detach(sg_server_t *srv, sg_conn_t *c);
 size_t sg__sessions_count(const sg_sessions_t *ss);
-/* Broker handlers. */
-void sg__session_on_message(void *srv, const char *sid, const char *payload,
-                            size_t len);
+/* The first connection of the session's list, or NULL. */
+sg_conn_t *sg__session_conns(sg_server_t *srv, const char *sid);
+/* In-flight bookkeeping for linger: a partial (complete = 0) or final of
+ * `mid` was seen on `sid`. */
+void sg__session_track(sg_server_t *srv, const char *sid, const char *mid,
+                       int complete);
+/* The epoch the session's connections' offsets refer to; stream.c resets
+ * their positions when a chunk arrives with another one. */
+const char *sg__session_epoch(sg_server_t *srv, const char *sid);
+int sg__session_set_epoch(sg_server_t *srv, const char *sid,
+                          const char *epoch);
+/* Broker handler. */
 void sg__session_on_subscribed(void *srv, const char *sid);
 
 /* ---- http.c ---- */

@@ -8,6 +8,8 @@
 #include "server_internal.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,27 +149,75 @@ static int ws_reject(struct lws *wsi, unsigned int status, const char *error,
 
 /* Reads the query the lws parser split into fragments. lws splits on the
  * raw '&' before it decodes %XX, which is the order PROTOCOL.md asks for. */
-static void ws_query_params(struct lws *wsi, char **sid, char **uid,
-                            char **token)
+/* The handshake's query parameters (each malloc'd, NULL when absent). */
+typedef struct ws_params {
+    char *session_id, *user_id, *token, *since, *epoch, *mode;
+} ws_params_t;
+
+static void ws_params_free(ws_params_t *p)
 {
+    free(p->session_id), free(p->user_id), free(p->token);
+    free(p->since), free(p->epoch), free(p->mode);
+}
+
+static void ws_query_params(struct lws *wsi, ws_params_t *p)
+{
+    static const struct {
+        const char *prefix;
+        size_t off;
+    } names[] = {
+        {"session_id=", offsetof(ws_params_t, session_id)},
+        {"user_id=", offsetof(ws_params_t, user_id)},
+        {"token=", offsetof(ws_params_t, token)},
+        {"since=", offsetof(ws_params_t, since)},
+        {"epoch=", offsetof(ws_params_t, epoch)},
+        {"mode=", offsetof(ws_params_t, mode)},
+    };
     char frag[1024];
     for (int i = 0; i < WS_MAX_FRAGMENT_ARGS; i++) {
         int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag),
                                       WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n < 0)
             break;
-        char **dst = NULL;
-        const char *val = NULL;
-        if (strncmp(frag, "session_id=", 11) == 0) {
-            dst = sid, val = frag + 11;
-        } else if (strncmp(frag, "user_id=", 8) == 0) {
-            dst = uid, val = frag + 8;
-        } else if (strncmp(frag, "token=", 6) == 0) {
-            dst = token, val = frag + 6;
+        for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+            size_t pl = strlen(names[k].prefix);
+            char **dst = (char **)((char *)p + names[k].off);
+            if (strncmp(frag, names[k].prefix, pl) == 0 && *dst == NULL) {
+                *dst = strdup(frag + pl); /* first occurrence wins */
+                break;
+            }
         }
-        if (dst != NULL && *dst == NULL) /* first occurrence wins */
-            *dst = strdup(val);
     }
+}
+
+/* Applies since/epoch/mode to `c`; a message in `err` when one is bad. */
+static int ws_stream_params(sg_conn_t *c, const ws_params_t *p, char *err,
+                            size_t errlen)
+{
+    c->since = SG_STREAM_NO_SINCE;
+    if (p->since != NULL) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(p->since, &end, 10);
+        if (p->since[0] < '0' || p->since[0] > '9' || *end != '\0' ||
+            errno != 0 || v >= SG_STREAM_NO_SINCE) {
+            snprintf(err, errlen, "since must be a non-negative integer "
+                                  "offset");
+            return SG_EINVAL;
+        }
+        c->since = v;
+    }
+    if (p->epoch != NULL && (c->resume_epoch = strdup(p->epoch)) == NULL)
+        return SG_ENOMEM;
+    if (p->mode == NULL || strcmp(p->mode, "full") == 0) {
+        c->mode = SG_MODE_FULL;
+    } else if (strcmp(p->mode, "delta") == 0) {
+        c->mode = SG_MODE_DELTA;
+    } else {
+        snprintf(err, errlen, "mode must be full or delta");
+        return SG_EINVAL;
+    }
+    return 0;
 }
 
 static int ws_path_ok(struct lws *wsi)
@@ -230,32 +280,36 @@ static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi)
                          "too many connections");
     }
 
-    char *sid = NULL, *uid = NULL, *token = NULL;
-    ws_query_params(wsi, &sid, &uid, &token);
+    ws_params_t p = {0};
+    ws_query_params(wsi, &p);
     sg_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        free(sid), free(uid), free(token);
+        ws_params_free(&p);
         return -1;
     }
     c->srv = srv;
     c->wsi = wsi;
-    c->session_id = sid ? sid : strdup("default");
-    c->user_id = uid ? uid : strdup("default_user");
+    c->session_id = p.session_id ? p.session_id : strdup("default");
+    c->user_id = p.user_id ? p.user_id : strdup("default_user");
+    p.session_id = p.user_id = NULL; /* now owned by c */
+    char err[128];
+    int bad = 0;
     if (c->session_id == NULL || c->user_id == NULL) {
-        free(token);
+        ws_params_free(&p);
         ws_conn_free(c);
         return -1;
     }
-
-    char err[128];
-    if (!sg_query_session_id_valid(c->session_id, err, sizeof(err))) {
+    if (!sg_query_session_id_valid(c->session_id, err, sizeof(err)) ||
+        ws_stream_params(c, &p, err, sizeof(err)) != 0)
+        bad = 1;
+    if (bad) {
         sg_metric_inc1(srv->m.ws_connections, "failure");
-        free(token);
+        ws_params_free(&p);
         ws_conn_free(c);
         return ws_reject(wsi, 400, "Bad request", err);
     }
-    int allowed = ws_auth(srv, wsi, c, token);
-    free(token);
+    int allowed = ws_auth(srv, wsi, c, p.token);
+    ws_params_free(&p);
     if (!allowed) {
         sg_metric_inc1(srv->m.ws_connections, "failure");
         ws_conn_free(c);
@@ -284,10 +338,17 @@ static void ws_established(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
     SG_DEBUG("ws", "connected id=%llu sid=%s user=%s",
              (unsigned long long)c->id, c->session_id, c->user_id);
 
-    sg_buf_t *w = sg_chatmsg_welcome_frame(c->session_id, srv->cfg->node_id);
-    if (w != NULL) {
-        sg__ws_enqueue(c, w, SG_FRAME_WELCOME);
-        sg_buf_unref(w);
+    /* The welcome normally waits for the join's stream read so it can carry
+     * the epoch and offset; with Redis down that could take long, and the
+     * frontend's spinner waits for it, so it goes out now without them. */
+    if (!sg_broker_is_ready(srv->broker)) {
+        sg_welcome_info_t info = {srv->cfg->node_id, NULL, 0, -1};
+        sg_buf_t *w = sg_chatmsg_welcome_frame(c->session_id, &info);
+        if (w != NULL) {
+            sg__ws_enqueue(c, w, SG_FRAME_WELCOME);
+            sg_buf_unref(w);
+            c->welcomed = 1;
+        }
     }
     if (sg__session_attach(srv, c) != 0)
         sg__ws_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
@@ -357,19 +418,16 @@ static int ws_receive(sg_server_t *srv, struct lws *wsi, sg_conn_t *c,
 static void ws_queue_clear(sg_conn_t *c)
 {
     for (uint32_t i = 0; i < c->qlen; i++)
-        sg_buf_unref(c->q[(c->qhead + i) % c->qcap]);
+        sg_buf_unref(c->q[(c->qhead + i) % c->qcap].b);
     c->qhead = c->qlen = 0;
     c->qbytes = 0;
-    for (uint32_t i = 0; i < c->nheld; i++)
-        sg_buf_unref(c->held[i]);
-    c->nheld = 0;
 }
 
-static int ws_queue_push(sg_conn_t *c, sg_buf_t *b)
+static int ws_queue_push(sg_conn_t *c, const sg_qent_t *e)
 {
     if (c->qlen == c->qcap) {
         uint32_t cap = c->qcap ? c->qcap * 2 : 8;
-        sg_buf_t **q = malloc(cap * sizeof(*q));
+        sg_qent_t *q = malloc(cap * sizeof(*q));
         if (q == NULL)
             return SG_ENOMEM;
         for (uint32_t i = 0; i < c->qlen; i++)
@@ -377,16 +435,38 @@ static int ws_queue_push(sg_conn_t *c, sg_buf_t *b)
         free(c->q);
         c->q = q, c->qcap = cap, c->qhead = 0;
     }
-    c->q[(c->qhead + c->qlen) % c->qcap] = sg_buf_ref(b);
+    sg_qent_t *slot = &c->q[(c->qhead + c->qlen) % c->qcap];
+    *slot = *e;
+    slot->b = sg_buf_ref(e->b);
     c->qlen++;
-    c->qbytes += b->len;
+    c->qbytes += e->b->len;
+    return 0;
+}
+
+/* Drops the queued frame of message `mid` that a newer frame supersedes.
+ * Every enqueue coalesces, so at most one such frame is queued; frames are
+ * written whole, so a queued one has not been partly sent. */
+static int ws_queue_coalesce(sg_conn_t *c, uint64_t mid)
+{
+    for (uint32_t i = c->qlen; i-- > 0;) {
+        sg_qent_t *e = &c->q[(c->qhead + i) % c->qcap];
+        if (!e->partial || e->mid != mid)
+            continue;
+        c->qbytes -= e->b->len;
+        sg_buf_unref(e->b);
+        for (uint32_t j = i; j + 1 < c->qlen; j++)
+            c->q[(c->qhead + j) % c->qcap] =
+                c->q[(c->qhead + j + 1) % c->qcap];
+        c->qlen--;
+        return 1;
+    }
     return 0;
 }
 
 static int ws_over_limits(const sg_conn_t *c, size_t add)
 {
     const sg_config_t *cfg = c->srv->cfg;
-    return c->qlen + c->nheld >= (uint32_t)cfg->stream.max_pending_chunks ||
+    return c->qlen >= (uint32_t)cfg->stream.max_pending_chunks ||
            c->qbytes + add > cfg->stream.max_pending_bytes;
 }
 
@@ -399,67 +479,49 @@ static void ws_slow_consumer(sg_conn_t *c)
     sg__ws_close(c, 4008, "slow consumer");
 }
 
-int sg__ws_enqueue(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind)
+static int ws_push(sg_conn_t *c, const sg_qent_t *e)
 {
     if (c->closing)
         return SG_ECLOSED;
-    if (ws_over_limits(c, b->len)) {
+    if (ws_over_limits(c, e->b->len)) {
         ws_slow_consumer(c);
         return SG_EBUSY;
     }
-    if (ws_queue_push(c, b) != 0)
+    if (ws_queue_push(c, e) != 0)
         return SG_ENOMEM;
-    static const char *const kinds[] = {"welcome", "history", "message",
-                                        "error"};
-    const char *label = kind == SG_FRAME_OTHER
-                            ? ws_sniff_type((const char *)sg_buf_data(b),
-                                            b->len)
-                            : kinds[kind];
-    sg_metric_inc1(c->srv->m.ws_sent, label);
+    sg_metric_observe(c->srv->m.ws_queue_depth, NULL, c->qlen);
     if (c->wsi != NULL)
         lws_callback_on_writable(c->wsi);
     return 0;
 }
 
-int sg__ws_deliver(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind)
+int sg__ws_enqueue(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind)
 {
-    if (c->state == CONN_LIVE)
-        return sg__ws_enqueue(c, b, kind);
+    sg_qent_t e = {b, 0, 0, 0, (uint8_t)kind};
+    return ws_push(c, &e);
+}
+
+int sg__ws_enqueue_chunk(sg_conn_t *c, sg_buf_t *b, uint64_t offset,
+                         uint64_t mid, int partial)
+{
     if (c->closing)
         return SG_ECLOSED;
-    if (ws_over_limits(c, b->len)) {
-        ws_slow_consumer(c);
-        return SG_EBUSY;
-    }
-    if (c->nheld == c->heldcap) {
-        uint32_t cap = c->heldcap ? c->heldcap * 2 : 4;
-        sg_buf_t **h = realloc(c->held, cap * sizeof(*h));
-        if (h == NULL)
-            return SG_ENOMEM;
-        c->held = h, c->heldcap = cap;
-    }
-    c->held[c->nheld++] = sg_buf_ref(b);
-    return 0;
+    if (c->mode == SG_MODE_FULL && c->qlen > 0 && ws_queue_coalesce(c, mid))
+        sg_metric_inc(c->srv->m.coalesced);
+    sg_qent_t e = {b, offset, mid, (uint8_t)(partial != 0),
+                   SG_FRAME_MESSAGE};
+    return ws_push(c, &e);
 }
 
-void sg__ws_set_live(sg_conn_t *c)
+static void ws_count_sent(sg_conn_t *c, const sg_qent_t *e)
 {
-    if (c->state == CONN_LIVE)
-        return;
-    c->state = CONN_LIVE;
-    uint32_t n = c->nheld;
-    c->nheld = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        sg__ws_enqueue(c, c->held[i], SG_FRAME_MESSAGE);
-        sg_buf_unref(c->held[i]);
-    }
-    free(c->held);
-    c->held = NULL, c->heldcap = 0;
-}
-
-int sg__ws_is_live(const sg_conn_t *c)
-{
-    return c->state == CONN_LIVE;
+    static const char *const kinds[] = {"welcome", "history", "message",
+                                        "error"};
+    const char *label = e->kind == SG_FRAME_OTHER
+                            ? ws_sniff_type((const char *)sg_buf_data(e->b),
+                                            e->b->len)
+                            : kinds[e->kind];
+    sg_metric_inc1(c->srv->m.ws_sent, label);
 }
 
 /* Sends our close frame and tells lws to drop the socket. lws 4.1.6 treats
@@ -487,12 +549,13 @@ static int ws_writeable(sg_conn_t *c, struct lws *wsi)
         return ws_send_close(c, wsi);
     if (c->qlen == 0)
         return 0;
-    sg_buf_t *b = c->q[c->qhead];
+    sg_qent_t e = c->q[c->qhead];
     c->qhead = (c->qhead + 1) % c->qcap;
     c->qlen--;
-    c->qbytes -= b->len;
-    int n = lws_write(wsi, sg_buf_data(b), b->len, LWS_WRITE_TEXT);
-    sg_buf_unref(b);
+    c->qbytes -= e.b->len;
+    ws_count_sent(c, &e);
+    int n = lws_write(wsi, sg_buf_data(e.b), e.b->len, LWS_WRITE_TEXT);
+    sg_buf_unref(e.b);
     if (n < 0)
         return -1;
     if (c->qlen > 0)
@@ -527,8 +590,9 @@ void sg__ws_close_all(sg_server_t *srv, int code, const char *reason)
 static void ws_conn_free(sg_conn_t *c)
 {
     ws_queue_clear(c);
+    sg__stream_conn_free(c);
     free(c->q);
-    free(c->held);
+    free(c->resume_epoch);
     free(c->rx);
     free(c->session_id);
     free(c->user_id);
@@ -564,16 +628,6 @@ sg_conn_t *sg__ws_find(sg_server_t *srv, uint64_t id)
         return NULL;
     sg_conn_t *c = srv->slots[slot];
     return c != NULL && c->id == id ? c : NULL;
-}
-
-const char *sg__ws_session_id(const sg_conn_t *c)
-{
-    return c->session_id;
-}
-
-uint64_t sg__ws_id(const sg_conn_t *c)
-{
-    return c->id;
 }
 
 /* ---- the protocol callback ------------------------------------------- */

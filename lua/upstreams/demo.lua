@@ -1,9 +1,10 @@
 -- The demo upstream: answers with canned English texts, word by word, like
--- the original Python AI service (notes/original-system.md §4.2), but the
--- final is stored in history BEFORE it is published (defect 1) and a
--- cancel is noticed before the next word, never after the final.
+-- the original Python AI service (notes/original-system.md §4.2). Every
+-- chunk goes through sg.append, the same idempotent append path as the
+-- Python service's messages, so clients cannot tell the producers apart.
+-- A cancel is noticed before the next word, never after the final.
 --
--- start() stores and publishes the user message and returns its id; the
+-- start() stores the user message in history and returns its id; the
 -- answer streams from an sg.timer coroutine. Active answers are kept per
 -- session so that cancel() can answer like the Python service.
 
@@ -138,22 +139,25 @@ local function unregister(answer)
 end
 
 
---- Stores the final before publishing it: a client that connects in
--- between reads it from history, and the live frame repeats the same
--- message_id, which the client replaces (defect 1 of the original).
+--- Appends the final to the stream, then stores it in history (the
+-- Python service's order). A client joining in between finds it in the
+-- stream snapshots but not in history and gets it as catch-up; storing
+-- first would let it see the final in history and then the in-flight
+-- partial from the snapshot (a partial after the final: defect 7).
 local function finish(answer, content)
     local sid = answer.session_id
     local final = chat_message(answer.id, sid, answer.user_id, "assistant",
                                content, nil, true)
-    local ok, err = sg.history.append(sid, final)
-    if not ok then
-        sg.log("error", "demo: failed to store the final answer of ", sid,
+    local off, err = sg.append(sid, final)
+    if not off then
+        sg.log("warn", "demo: failed to append the final answer of ", sid,
                ": ", err)
     end
 
-    ok, err = sg.publish(sid, final)
+    local ok
+    ok, err = sg.history.append(sid, final)
     if not ok then
-        sg.log("warn", "demo: failed to publish the final answer of ", sid,
+        sg.log("error", "demo: failed to store the final answer of ", sid,
                ": ", err)
     end
     unregister(answer)
@@ -186,10 +190,10 @@ local function stream(answer)
 
         local chunk = i < n and words[i] .. " " or words[i]
         content = content .. chunk
-        local ok, err = sg.publish(sid, chat_message(answer.id, sid,
+        local off, err = sg.append(sid, chat_message(answer.id, sid,
             answer.user_id, "assistant", content, chunk, false))
-        if not ok then
-            sg.log("warn", "demo: failed to publish a chunk of ", sid, ": ",
+        if not off then
+            sg.log("warn", "demo: failed to append a chunk of ", sid, ": ",
                    err)
         end
     end
@@ -203,15 +207,10 @@ function _M.start(session_id, user_id, message)
     local user_msg_id = sg.uuid()
     local user_msg = chat_message(user_msg_id, session_id, user_id, "user",
                                   message, nil, true)
+    -- Only stored: live user messages are never forwarded (defect 19).
     local ok, err = sg.history.append(session_id, user_msg)
     if not ok then
         return nil, "failed to store the message: " .. err
-    end
-
-    ok, err = sg.publish(session_id, user_msg)
-    if not ok then
-        sg.log("warn", "demo: failed to publish the user message of ",
-               session_id, ": ", err)
     end
 
     local answer = {

@@ -81,7 +81,12 @@ def test_published_answer_arrives_once_in_order_and_nothing_after_final(
         assert [d["content"] for d in datas] == [acc for acc, _ in msgs]
         assert datas[-1]["content"] == " ".join(WORDS)
         assert datas[2]["chunk"] == WORDS[2] + " "
-        assert datas[3]["chunk"] is None       # the producer omitted it
+        # the producer omitted it: chunk is the delta the stream computed
+        assert datas[3]["chunk"] == WORDS[3] + " "
+        # native fields: offsets 1, 2, 3, ... and indexes inside the message
+        offsets = [f["offset"] for f in frames]
+        assert offsets == list(range(offsets[0], offsets[0] + len(frames)))
+        assert [f["index"] for f in frames] == list(range(len(frames)))
         await ws.close()
     run(body())
 
@@ -278,7 +283,6 @@ async def frames_for(ws, ms):
 
 
 @pytest.mark.catchup
-@pytest.mark.xfail(strict=True, reason="issue 3: connect-time catch-up is not built yet")
 def test_client_joining_mid_answer_catches_up_and_ends_with_the_final(
         rserver):
     s, session, mid = rserver, sid(), str(uuid.uuid4())
@@ -308,7 +312,6 @@ def test_client_joining_mid_answer_catches_up_and_ends_with_the_final(
 
 
 @pytest.mark.catchup
-@pytest.mark.xfail(strict=True, reason="issue 3: connect-time catch-up is not built yet")
 def test_final_published_before_it_is_stored_reaches_a_joining_client_once(
         rserver):
     """Defect 1: the AI service PUBLISHes the final, then RPUSHes it. A

@@ -43,7 +43,8 @@ describe("upstreams.demo", function()
         end)
     end)
 
-    it("stores and publishes the user message and returns its id", function()
+    it("stores the user message, does not stream it, returns its id",
+       function()
         local id = demo.start("s1", "bob", "hello")
         assert.equal("00000000-0000-4000-8000-000000000001", id)
         assert.equal(1, #fake.store.s1)
@@ -55,24 +56,23 @@ describe("upstreams.demo", function()
                       role = "user", content = "hello", chunk = cjson.null,
                       timestamp = 1767225600000, is_complete = true },
                     cjson.decode(stored))
-        -- stored first, then published, with the same JSON
-        assert.same({ sid = "s1", stored = stored }, fake.published[1])
-        assert.same({ sid = "s1", msg = stored }, fake.published[2])
+        -- stored only: live user messages are never forwarded
+        assert.same({ { sid = "s1", stored = stored } }, fake.published)
         assert.equal(0, #fake.sleeps) -- the answer has not started
     end)
 
-    it("streams the answer word by word, then stores and publishes the final",
+    it("streams the answer word by word, then appends and stores the final",
        function()
         demo.start("s1", "bob", "hello")
         fake.run_timers()
         local text = demo.ANSWERS[0]
         local w = words(text)
         local msgs = fake.messages()
-        assert.equal(1 + #w + 1, #msgs)      -- user, partials, final
+        assert.equal(#w + 1, #msgs)          -- partials, final
         local answer_id = "00000000-0000-4000-8000-000000000002"
         local content = ""
         for i = 1, #w do
-            local m = msgs[1 + i]
+            local m = msgs[i]
             local chunk = i < #w and w[i] .. " " or w[i]
             content = content .. chunk
             assert.same({ message_id = answer_id, session_id = "s1",
@@ -90,10 +90,10 @@ describe("upstreams.demo", function()
         -- paced at 1 / words_per_second
         assert.equal(#w, #fake.sleeps)
         assert.equal(0.05, fake.sleeps[1])
-        -- the final is stored BEFORE it is published
+        -- the final is appended to the stream BEFORE it is stored
         local n = #fake.published
-        assert.truthy(fake.published[n - 1].stored)
-        assert.equal(fake.published[n - 1].stored, fake.published[n].msg)
+        assert.truthy(fake.published[n].stored)
+        assert.equal(fake.published[n - 1].msg, fake.published[n].stored)
         assert.equal(2, #fake.store.s1)
         assert.is_nil(demo.active.s1)
     end)
@@ -113,7 +113,7 @@ describe("upstreams.demo", function()
                       message = "Streaming cancelled successfully",
                       session_id = "s1", message_id = answer_id }, reply)
         local msgs = fake.messages()
-        assert.equal(1 + 3 + 1, #msgs)
+        assert.equal(3 + 1, #msgs)
         local w = words(demo.ANSWERS[0])
         local final = msgs[#msgs]
         assert.is_true(final.is_complete)
@@ -147,13 +147,13 @@ describe("upstreams.demo", function()
         assert.is_nil(demo.active.s1)
     end)
 
-    it("logs but finishes when publishing fails", function()
+    it("logs but finishes when appending fails", function()
         demo.start("s1", "bob", "hello")
-        fake.fail.publish = "not ready"
+        fake.fail.append = "not ready"
         fake.run_timers()
         assert.equal(2, #fake.store.s1)
         assert.is_true(cjson.decode(fake.store.s1[2]).is_complete)
-        assert.truthy(fake.logs[1]:find("demo: failed to publish a chunk of "
+        assert.truthy(fake.logs[1]:find("demo: failed to append a chunk of "
                                         .. "s1: not ready", 1, true))
     end)
 

@@ -91,51 +91,14 @@ describe("router.on_message", function()
     end)
 
     describe("reconnect", function()
-        it("replays a stored final, then completed", function()
-            fake.store.s1 = {
-                cjson.encode({ message_id = "u1", role = "user",
-                               content = "hi" }),
-                final("a1", "old"),
-                "not json",
-                final("a2", "the answer"),
-            }
+        it("hands a valid request to the stream coordinator", function()
             router.on_message(conn,
                 '{"type":"reconnect","messageId":"a2","lastChunkIndex":3}')
-            local frames = fake.frames()
-            assert.equal(2, #frames)
-            assert.same({ type = "message", data = {
-                message_id = "a2", session_id = "s1", user_id = "alice",
-                role = "assistant", content = "the answer",
-                chunk = cjson.null, timestamp = 1767225600123,
-                is_complete = true } }, frames[1])
-            assert.same({ type = "recovery_status", status = "completed",
-                          chunksRecovered = 0 }, frames[2])
-        end)
-
-        it("sends all eight keys, with nulls for absent ones", function()
-            fake.store.s1 = { '{"message_id":"a3","role":"assistant",'
-                              .. '"content":"x","is_complete":true}' }
             router.on_message(conn, '{"type":"reconnect","messageId":"a3"}')
-            local text = fake.sent[1].text
-            for _, k in ipairs({ "message_id", "session_id", "user_id", "role",
-                                 "content", "chunk", "timestamp",
-                                 "is_complete" }) do
-                assert.truthy(text:find('"' .. k .. '":', 1, true), k)
-            end
-            assert.truthy(text:find('"chunk":null', 1, true))
-            assert.truthy(text:find('"session_id":null', 1, true))
-        end)
-
-        it("is not_found for an unknown or unfinished message", function()
-            fake.store.s1 = {
-                cjson.encode({ message_id = "u1", role = "user",
-                               content = "hi", is_complete = true }),
-            }
-            router.on_message(conn, '{"type":"reconnect","messageId":"zz"}')
-            router.on_message(conn, '{"type":"reconnect","messageId":"u1"}')
-            local expect = { type = "recovery_status", status = "not_found",
-                             chunksRecovered = 0 }
-            assert.same({ expect, expect }, fake.frames())
+            assert.same({ { conn = conn, mid = "a2", idx = 3 },
+                          { conn = conn, mid = "a3", idx = nil } },
+                        fake.reconnects)
+            assert.same({}, fake.sent) -- the coordinator answers
         end)
 
         it("fails with Recovery failed on a missing or invalid messageId",
@@ -146,23 +109,85 @@ describe("router.on_message", function()
                                  '{"type":"reconnect","messageId":"a",'
                                  .. '"lastChunkIndex":-2}',
                                  '{"type":"reconnect","messageId":"a",'
-                                 .. '"lastChunkIndex":"3"}' }) do
+                                 .. '"lastChunkIndex":"3"}',
+                                 '{"type":"reconnect","messageId":"a",'
+                                 .. '"lastChunkIndex":1.5}' }) do
                 router.on_message(conn, f)
             end
             local frames = fake.frames()
-            assert.equal(5, #frames)
+            assert.equal(6, #frames)
             for _, fr in ipairs(frames) do
                 assert.same({ type = "error", error = "Recovery failed",
                               timestamp = "2026-01-01T00:00:00.000Z" }, fr)
             end
+            assert.same({}, fake.reconnects)
         end)
 
-        it("fails with Recovery failed when history cannot be read", function()
-            fake.fail.history = "timeout"
+        it("fails with Recovery failed when the coordinator refuses",
+           function()
+            fake.sg.reconnect = function() return nil, "closed" end
             router.on_message(conn, '{"type":"reconnect","messageId":"a"}')
             assert.equal("Recovery failed", fake.frames()[1].error)
-            assert.equal("warn: reconnect: failed to read history: timeout",
-                         fake.logs[1])
+            assert.equal("warn: reconnect: closed", fake.logs[1])
+        end)
+    end)
+
+    describe("resume", function()
+        it("hands since and epoch to the stream coordinator", function()
+            router.on_message(conn,
+                '{"type":"resume","since":12,"epoch":"abcd"}')
+            router.on_message(conn, '{"type":"resume","since":0}')
+            assert.same({ { conn = conn, since = 12, epoch = "abcd" },
+                          { conn = conn, since = 0, epoch = nil } },
+                        fake.resumed)
+            assert.same({}, fake.sent)
+        end)
+
+        it("rejects a bad since or epoch with an error frame", function()
+            for _, f in ipairs({ '{"type":"resume"}',
+                                 '{"type":"resume","since":-1}',
+                                 '{"type":"resume","since":"3"}',
+                                 '{"type":"resume","since":1.5}' }) do
+                router.on_message(conn, f)
+            end
+            router.on_message(conn, '{"type":"resume","since":1,"epoch":7}')
+            local frames = fake.frames()
+            assert.equal(5, #frames)
+            for i = 1, 4 do
+                assert.equal("Invalid resume: since must be a non-negative "
+                             .. "integer", frames[i].error)
+            end
+            assert.equal("Invalid resume: epoch must be a string",
+                         frames[5].error)
+            assert.same({}, fake.resumed)
+        end)
+
+        it("says so when a resume is already running", function()
+            fake.sg.resume = function() return nil, "busy" end
+            router.on_message(conn, '{"type":"resume","since":1}')
+            assert.equal("Resume already in progress", fake.frames()[1].error)
+        end)
+    end)
+
+    describe("cancel", function()
+        it("cancels through the upstream and reports the status", function()
+            local demo = require "upstreams.demo"
+            local id = demo.start("s1", "alice", "hello")
+            assert.truthy(id)
+            local answer = "00000000-0000-4000-8000-000000000002"
+            router.on_message(conn, '{"type":"cancel","message_id":"'
+                              .. answer .. '"}')
+            router.on_message(conn, '{"type":"cancel","message_id":"nope"}')
+            local frames = fake.frames()
+            assert.same({ type = "cancel_status", message_id = answer,
+                          status = "cancelled" }, frames[1])
+            assert.equal("not_found", frames[2].status)
+        end)
+
+        it("rejects a missing message_id", function()
+            router.on_message(conn, '{"type":"cancel"}')
+            assert.equal("Invalid cancel: message_id must be a non-empty "
+                         .. "string", fake.frames()[1].error)
         end)
     end)
 end)

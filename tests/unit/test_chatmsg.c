@@ -14,6 +14,7 @@
 #include "../../src/error.c"
 #include "../../src/buf.c"
 #include "../../src/chatmsg.c"
+#include "../../src/stream.h"
 
 /* "Xin chào, Đã hủy" in raw UTF-8 */
 #define VI "Xin ch\xc3\xa0o, \xc4\x90\xc3\xa3 h\xe1\xbb\xa7y"
@@ -468,14 +469,89 @@ static void expect_frame_with_ts(sg_buf_t *b, const char *prefix,
 
 static void test_welcome_frame(void **state)
 {
-    expect_frame_with_ts(sg_chatmsg_welcome_frame("s1", "node-1"),
+    sg_welcome_info_t node = {"node-1", NULL, 0, -1};
+    expect_frame_with_ts(sg_chatmsg_welcome_frame("s1", &node),
                          "{\"type\":\"welcome\",\"sessionId\":\"s1\","
                          "\"timestamp\":\"",
                          "\",\"node\":\"node-1\"}");
+    sg_welcome_info_t full = {"n", "0123456789abcdef", 42, 1};
+    expect_frame_with_ts(sg_chatmsg_welcome_frame("s1", &full),
+                         "{\"type\":\"welcome\",\"sessionId\":\"s1\","
+                         "\"timestamp\":\"",
+                         "\",\"node\":\"n\",\"epoch\":\"0123456789abcdef\","
+                         "\"offset\":42,\"recovered\":true}");
     expect_frame_with_ts(sg_chatmsg_welcome_frame("a.b:c-d_e", NULL),
                          "{\"type\":\"welcome\",\"sessionId\":\"a.b:c-d_e\","
                          "\"timestamp\":\"",
                          "\"}");
+}
+
+static void test_chunk_frame_full_and_delta(void **state)
+{
+    sg_chunk_t c = {0};
+    c.offset = 7;
+    c.epoch = "e";
+    c.session_id = "s1";
+    c.message_id = "m1";
+    c.user_id = "u1";
+    c.role = "assistant";
+    c.content = "Hello wo";
+    c.content_len = 8;
+    c.delta = "wo";
+    c.delta_len = 2;
+    c.index = 1;
+    c.timestamp = 1700000000123;
+    expect_buf(sg_chatmsg_chunk_frame(&c, 0),
+               "{\"type\":\"message\",\"data\":{\"message_id\":\"m1\","
+               "\"session_id\":\"s1\",\"user_id\":\"u1\",\"role\":"
+               "\"assistant\",\"content\":\"Hello wo\",\"chunk\":\"wo\","
+               "\"timestamp\":1700000000123,\"is_complete\":false},"
+               "\"offset\":7,\"index\":1}");
+    /* delta mode: no content on partials */
+    expect_buf(sg_chatmsg_chunk_frame(&c, 1),
+               "{\"type\":\"message\",\"data\":{\"message_id\":\"m1\","
+               "\"session_id\":\"s1\",\"user_id\":\"u1\",\"role\":"
+               "\"assistant\",\"chunk\":\"wo\",\"timestamp\":1700000000123,"
+               "\"is_complete\":false},\"offset\":7,\"index\":1}");
+    /* final: chunk null in full mode, content present in delta mode */
+    c.is_complete = 1;
+    c.delta = "";
+    c.delta_len = 0;
+    expect_buf(sg_chatmsg_chunk_frame(&c, 0),
+               "{\"type\":\"message\",\"data\":{\"message_id\":\"m1\","
+               "\"session_id\":\"s1\",\"user_id\":\"u1\",\"role\":"
+               "\"assistant\",\"content\":\"Hello wo\",\"chunk\":null,"
+               "\"timestamp\":1700000000123,\"is_complete\":true},"
+               "\"offset\":7,\"index\":1}");
+    expect_buf(sg_chatmsg_chunk_frame(&c, 1),
+               "{\"type\":\"message\",\"data\":{\"message_id\":\"m1\","
+               "\"session_id\":\"s1\",\"user_id\":\"u1\",\"role\":"
+               "\"assistant\",\"content\":\"Hello wo\",\"chunk\":\"\","
+               "\"timestamp\":1700000000123,\"is_complete\":true},"
+               "\"offset\":7,\"index\":1}");
+}
+
+static void test_chunk_frame_snapshot(void **state)
+{
+    /* a snapshot has no delta: full mode sends null, delta mode the text */
+    sg_chunk_t c = {0};
+    c.offset = 3;
+    c.session_id = "s";
+    c.message_id = "m";
+    c.content = "abc";
+    c.content_len = 3;
+    c.index = 2;
+    expect_buf(sg_chatmsg_chunk_frame(&c, 0),
+               "{\"type\":\"message\",\"data\":{\"message_id\":\"m\","
+               "\"session_id\":\"s\",\"user_id\":null,\"role\":"
+               "\"assistant\",\"content\":\"abc\",\"chunk\":null,"
+               "\"timestamp\":0,\"is_complete\":false},\"offset\":3,"
+               "\"index\":2}");
+    expect_buf(sg_chatmsg_chunk_frame(&c, 1),
+               "{\"type\":\"message\",\"data\":{\"message_id\":\"m\","
+               "\"session_id\":\"s\",\"user_id\":null,\"role\":"
+               "\"assistant\",\"chunk\":\"abc\",\"timestamp\":0,"
+               "\"is_complete\":false},\"offset\":3,\"index\":2}");
 }
 
 static void test_error_frame(void **state)
@@ -524,6 +600,8 @@ int main(void)
         cmocka_unit_test(test_iso_format),
         cmocka_unit_test(test_iso_now),
         cmocka_unit_test(test_welcome_frame),
+        cmocka_unit_test(test_chunk_frame_full_and_delta),
+        cmocka_unit_test(test_chunk_frame_snapshot),
         cmocka_unit_test(test_error_frame),
         cmocka_unit_test(test_clear_null_and_twice),
     };

@@ -16,6 +16,8 @@ function _M.new()
     local fake = {
         sent = {},
         published = {},
+        resumed = {},
+        reconnects = {},
         store = {},
         timers = {},
         logs = {},
@@ -60,6 +62,30 @@ function _M.new()
             msg = cjson.encode(msg)
         end
         fake.published[#fake.published + 1] = { sid = sid, msg = msg }
+        return true
+    end
+
+    -- sg.append records like publish (the stream is what clients see).
+    function sg.append(sid, msg)
+        if fake.fail.append then
+            return nil, fake.fail.append
+        end
+        if type(msg) == "table" then
+            msg = cjson.encode(msg)
+        end
+        fake.published[#fake.published + 1] = { sid = sid, msg = msg }
+        return #fake.published
+    end
+
+    function sg.resume(conn, since, epoch)
+        fake.resumed[#fake.resumed + 1] = { conn = conn, since = since,
+                                            epoch = epoch }
+        return true
+    end
+
+    function sg.reconnect(conn, mid, idx)
+        fake.reconnects[#fake.reconnects + 1] = { conn = conn, mid = mid,
+                                                  idx = idx }
         return true
     end
 
