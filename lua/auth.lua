@@ -64,4 +64,25 @@ function _M.on_connect(req)
 end
 
 
+--- REST calls (/api/*): in dev mode anyone may call them (the original
+-- system's behaviour, with dev-token on the socket). Otherwise the
+-- Authorization header must carry a valid JWT (defect 13: the original's
+-- REST API was open even when the socket required JWTs).
+-- Returns claims (dev mode: {}) or nil, reason.
+function _M.authenticate_http(req)
+    local header = req.headers and req.headers.authorization
+    if sg.config.auth.dev_mode then
+        if header == nil or is_dev_token(header) then
+            return {}
+        end
+    end
+
+    if header == nil or header == "" then
+        return nil, ERR_MISSING_TOKEN
+    end
+
+    return sg.jwt.verify(header)
+end
+
+
 return _M

@@ -14,7 +14,7 @@ if not ok then
           .. "lua/upstreams/" .. upstream_name .. ".lua (" .. upstream
           .. ")", 0)
 end
-routes.init({ upstream = upstream })
+routes.init({ upstream = upstream, authenticate = auth.authenticate_http })
 
 
 return {

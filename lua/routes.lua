@@ -19,6 +19,7 @@ local ERR_SESSION_ID =
 local ERR_USER_ID = "user_id must be a non-empty string"
 local ERR_CANCEL_FIELDS = "session_id and message_id are required strings"
 local ERR_UNAVAILABLE = "Service unavailable"
+local ERR_AUTH = "Authentication failed"
 local ERR_UPSTREAM = "AI service error"
 
 
@@ -27,6 +28,7 @@ local _M = {
 }
 
 local upstream
+local authenticate
 
 
 local function bad_request(detail)
@@ -58,7 +60,7 @@ local function valid_entry(entry)
 end
 
 
-local function chat(req)
+local function chat(req, _, claims)
     local body = decode_body(req)
     if not body then
         return bad_request(ERR_BAD_JSON)
@@ -76,10 +78,15 @@ local function chat(req)
 
     local user_id = body.user_id
     if user_id == nil then
-        user_id = DEFAULT_USER
+        user_id = claims.sub or DEFAULT_USER
 
     elseif type(user_id) ~= "string" or user_id == "" then
         return bad_request(ERR_USER_ID)
+    end
+
+    if claims.sub ~= nil and claims.sub ~= user_id then
+        return 403, { error = "Forbidden",
+                      detail = "user_id does not match the token subject" }
     end
 
     local message_id, err = upstream.start(sid, user_id, message)
@@ -193,19 +200,21 @@ local function ai_health()
 end
 
 
+-- { method, path pattern, handler, authenticated }
 local ROUTES = {
-    { "POST", "^/api/chat$", chat },
-    { "POST", "^/api/cancel$", cancel },
-    { "GET", "^/api/history/([^/]+)$", history_get },
-    { "DELETE", "^/api/history/([^/]+)$", history_clear },
-    { "POST", "^/api/auth/token$", auth_token },
-    { "GET", "^/api/ai%-health$", ai_health },
+    { "POST", "^/api/chat$", chat, true },
+    { "POST", "^/api/cancel$", cancel, true },
+    { "GET", "^/api/history/([^/]+)$", history_get, true },
+    { "DELETE", "^/api/history/([^/]+)$", history_clear, true },
+    { "POST", "^/api/auth/token$", auth_token, false },
+    { "GET", "^/api/ai%-health$", ai_health, false },
 }
 _M.routes = ROUTES
 
 
 function _M.init(opts)
     upstream = opts.upstream
+    authenticate = opts.authenticate
 end
 
 
@@ -216,8 +225,16 @@ function _M.on_http(req)
         if route[1] == method then
             local m = path:match(route[2])
             if m then
+                local claims = {}
+                if route[4] and authenticate then
+                    local err
+                    claims, err = authenticate(req)
+                    if not claims then
+                        return 401, { error = ERR_AUTH, detail = err }
+                    end
+                end
                 -- a pattern without captures returns the whole match
-                return route[3](req, m)
+                return route[3](req, m, claims)
             end
         end
     end

@@ -71,4 +71,33 @@ describe("auth.on_connect", function()
             assert.same({ false, "token expired" }, { connect("jwt-expired") })
         end)
     end)
+
+    describe("authenticate_http", function()
+        local function rest(authorization)
+            return auth.authenticate_http({ headers = {
+                authorization = authorization } })
+        end
+
+        it("lets anyone call the API in dev mode", function()
+            assert.same({}, rest(nil))
+            assert.same({}, rest("Bearer dev-token"))
+        end)
+
+        it("still verifies a real token in dev mode", function()
+            fake.claims["Bearer jwt-alice"] = { sub = "alice" }
+            assert.same({ sub = "alice" }, rest("Bearer jwt-alice"))
+            assert.same({ nil, "malformed token or bad signature" },
+                        { rest("Bearer junk") })
+        end)
+
+        it("requires a valid JWT outside dev mode", function()
+            fake.sg.config.auth.dev_mode = false
+            fake.claims["Bearer jwt-alice"] = { sub = "alice" }
+            assert.same({ nil, "missing token" }, { rest(nil) })
+            assert.same({ nil, "missing token" }, { rest("") })
+            assert.same({ nil, "malformed token or bad signature" },
+                        { rest("Bearer dev-token") })
+            assert.same({ sub = "alice" }, rest("Bearer jwt-alice"))
+        end)
+    end)
 end)

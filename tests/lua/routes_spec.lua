@@ -5,12 +5,12 @@ local cjson = require "cjson.safe"
 describe("routes.on_http", function()
     local fake, routes
 
-    local function http(method, path, body)
+    local function http(method, path, body, headers)
         if type(body) == "table" then
             body = cjson.encode(body)
         end
         return routes.on_http({ method = method, path = path, body = body,
-                                headers = {} })
+                                headers = headers or {} })
     end
 
     local function bad(detail)
@@ -20,7 +20,50 @@ describe("routes.on_http", function()
     before_each(function()
         fake = fake_sg.install()
         routes = require "routes"
-        routes.init({ upstream = require "upstreams.demo" })
+        routes.init({ upstream = require "upstreams.demo",
+                      authenticate = require("auth").authenticate_http })
+    end)
+
+    describe("outside dev mode", function()
+        before_each(function()
+            fake.sg.config.auth.dev_mode = false
+            fake.claims["Bearer jwt-bob"] = { sub = "bob" }
+        end)
+
+        it("answers 401 without a valid token on every data route",
+           function()
+            for _, r in ipairs({ { "POST", "/api/chat" },
+                                 { "POST", "/api/cancel" },
+                                 { "GET", "/api/history/s1" },
+                                 { "DELETE", "/api/history/s1" } }) do
+                assert.same({ 401, { error = "Authentication failed",
+                                     detail = "missing token" } },
+                            { http(r[1], r[2], { session_id = "s1",
+                                                 message = "x" }) })
+            end
+            assert.same({}, fake.published)
+        end)
+
+        it("accepts a token and uses its subject as the user", function()
+            local status = http("POST", "/api/chat",
+                { session_id = "s1", message = "hi" },
+                { authorization = "Bearer jwt-bob" })
+            assert.equal(200, status)
+            assert.equal("bob", cjson.decode(fake.store.s1[1]).user_id)
+        end)
+
+        it("answers 403 when user_id is not the token's subject", function()
+            assert.same({ 403, { error = "Forbidden", detail =
+                                 "user_id does not match the token subject" } },
+                        { http("POST", "/api/chat",
+                               { session_id = "s1", message = "hi",
+                                 user_id = "mallory" },
+                               { authorization = "Bearer jwt-bob" }) })
+        end)
+
+        it("keeps ai-health open", function()
+            assert.equal(200, (http("GET", "/api/ai-health")))
+        end)
     end)
 
     it("returns nil for unknown paths and methods", function()
