@@ -57,6 +57,7 @@ return {
         history_ttl = 86400,            -- seconds a session's history lives
         recovery_ttl = 600,             -- seconds chunk log + offsets live
         log_max_len = 10000,            -- chunk log entries kept per session
+        max_message_bytes = 1048576,    -- largest producer message / question
         linger = 30,                    -- seconds an in-flight answer stays
                                         -- subscribed after its last client
     },

@@ -71,6 +71,13 @@ local function chat(req, _, claims)
         return bad_request(ERR_EMPTY_MESSAGE)
     end
 
+    local max = sg.config.stream.max_message_bytes
+    if max and #message > max then
+        return 413, { error = "Payload too large",
+                      detail = "message is " .. #message .. " bytes, over "
+                               .. "stream.max_message_bytes (" .. max .. ")" }
+    end
+
     local sid = body.session_id
     if not valid_session_id(sid) then
         return bad_request(ERR_SESSION_ID)

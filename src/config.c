@@ -118,6 +118,7 @@ static const cfg_key_t config_keys[] = {
     KINT("stream.history_ttl", stream.history_ttl, 1, INT_MAX, 0, NULL),
     KINT("stream.recovery_ttl", stream.recovery_ttl, 1, INT_MAX, 0, NULL),
     KINT("stream.log_max_len", stream.log_max_len, 1, INT_MAX, 0, NULL),
+    KSIZE("stream.max_message_bytes", stream.max_message_bytes, 1, NULL),
     KNUM("stream.linger", stream.linger, 0, 0, 86400, 1, NULL),
 
     KSTR("http.cors_origins", http.cors_origins, NULL, "CORS_ORIGINS"),
@@ -370,6 +371,7 @@ static int config_set_defaults(sg_config_t *cfg)
     cfg->stream.history_ttl = 86400;
     cfg->stream.recovery_ttl = 600;
     cfg->stream.log_max_len = 10000;
+    cfg->stream.max_message_bytes = 1048576;
     cfg->stream.linger = 30;
     cfg->http.cors_origins = strdup("*");
     cfg->http.static_dir = strdup("public");

@@ -55,6 +55,8 @@ typedef struct sg_config {
                                     default 600 */
         int log_max_len;         /* chunk log entries kept per session,
                                     default 10000 */
+        size_t max_message_bytes;/* largest producer message (and user
+                                    question) accepted, default 1 MiB */
         double linger;           /* seconds a session with an answer in
                                     flight stays subscribed after its last
                                     connection left, default 30 */

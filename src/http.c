@@ -115,7 +115,7 @@ static sg_http_req_t *http_req_new(sg_server_t *srv, struct lws *wsi,
 
 static int http_body_append(sg_http_req_t *r, const char *in, size_t len)
 {
-    if (r->body_too_big)
+    if (r->body_too_big || len == 0 || in == NULL)
         return 0;
     if (r->body_len + len > r->srv->cfg->limits.max_body_bytes) {
         r->body_too_big = 1;
@@ -266,6 +266,8 @@ static int http_writeable(sg_pss_t *pss, struct lws *wsi)
     if (!r->headers_sent) {
         if (http_write_headers(r) != 0)
             return -1;
+        if (r->method == M_HEAD)
+            r->resp_len = 0; /* the length was announced; no body */
         if (r->resp_len > 0) {
             lws_callback_on_writable(wsi);
             return 0;
@@ -413,7 +415,7 @@ static void http_preflight(sg_http_req_t *r)
 static int http_builtin(sg_http_req_t *r)
 {
     const char *p = r->path;
-    if (r->method != M_GET)
+    if (r->method != M_GET && r->method != M_HEAD)
         return 0;
     if (strcmp(p, "/health") == 0)
         http_health(r);
@@ -602,6 +604,15 @@ int sg__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
         pss->http = http_req_new(srv, wsi, in);
         if (pss->http == NULL)
             return -1;
+        if (http_has_body(pss->http) &&
+            lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
+            /* lws 4.1.6 does not decode chunked request bodies: say so at
+             * once instead of letting the request time out. */
+            pss->http->dispatched = 1;
+            http_respond_error(pss->http, 411, "Length required",
+                               "send the request body with Content-Length");
+            return 0;
+        }
         if (http_has_body(pss->http))
             return 0; /* wait for HTTP_BODY_COMPLETION */
         return http_dispatch(pss->http);
@@ -614,7 +625,14 @@ int sg__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (pss->http != NULL && !pss->http->dispatched)
             return http_dispatch(pss->http);
-        return 0;
+        /* lws 4.1.6 stays in its body state until the transaction
+         * completes and, when more (pipelined) input is buffered, replays
+         * BODY_COMPLETION in a busy loop while our response is pending.
+         * Browsers do not pipeline; drop such a connection instead of
+         * spinning. */
+        SG_DEBUG("http", "pipelined request while a response is pending; "
+                         "closing the connection");
+        return -1;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return http_writeable(pss, wsi);
     case LWS_CALLBACK_HTTP_FILE_COMPLETION:

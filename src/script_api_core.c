@@ -335,7 +335,10 @@ static void push_config(lua_State *L, const sg_config_t *cfg)
     set_num(L, "max_connections", cfg->limits.max_connections);
     lua_setfield(L, -2, "limits");
 
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 8);
+    set_num(L, "max_message_bytes", (double)cfg->stream.max_message_bytes);
+    set_num(L, "recovery_ttl", cfg->stream.recovery_ttl);
+    set_num(L, "linger", cfg->stream.linger);
     set_num(L, "max_pending_chunks", cfg->stream.max_pending_chunks);
     set_num(L, "max_pending_bytes", (double)cfg->stream.max_pending_bytes);
     set_num(L, "history_ttl", cfg->stream.history_ttl);

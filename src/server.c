@@ -286,7 +286,9 @@ static int server_lws_start(sg_server_t *srv, char *err, size_t errlen)
     info.port = cfg->port;
     info.iface = strcmp(cfg->listen, "0.0.0.0") == 0 ? NULL : cfg->listen;
     info.user = srv;
-    info.max_http_header_data = 4096;
+    /* Long JWTs in the query: 8 KiB of headers. Larger requests are
+     * dropped by lws 4.1.6 without a response (a known limit). */
+    info.max_http_header_data = 8192;
     info.timeout_secs = 30;
     info.vhost_name = "streamgate";
     srv->lws = lws_create_context(&info);

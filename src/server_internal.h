@@ -145,6 +145,8 @@ struct sg_conn {
     uint8_t welcomed;       /* the welcome frame was queued */
     uint8_t sync_pending;   /* stream.c: a stream read is in flight */
     uint8_t resync;         /* stream.c: another gap read is wanted */
+    uint8_t rx_paused;      /* ws.c: reading stopped until the queue
+                               drains (inbound back-pressure) */
     uint8_t closing;
     uint16_t close_code;
     char close_reason[64];

@@ -219,7 +219,11 @@ static void stream_catch_up(sg_conn_t *c, const sg_stream_state_t *st)
         const sg_chunk_t *k = &st->snapshots[i];
         if (k->offset <= c->last_offset)
             continue;
-        if (k->is_complete && stream_history_has_final(st, k->message_id))
+        /* History already gave this answer's final: a completed snapshot
+         * would repeat it, and an in-flight one (a final that reached
+         * history but not the log; see stream_repair) would be a partial
+         * after the final (defect 7). */
+        if (stream_history_has_final(st, k->message_id))
             continue;
         stream_send_chunk(c, k);
     }
@@ -583,8 +587,20 @@ void sg__stream_on_message(void *arg, const char *sid, const char *payload,
     sg_server_t *srv = arg;
     sg_chatmsg_t msg;
     char err[160];
+    if (len > srv->cfg->stream.max_message_bytes) {
+        snprintf(err, sizeof(err), "%zu bytes, over stream.max_message_bytes "
+                                   "(%zu)",
+                 len, srv->cfg->stream.max_message_bytes);
+        stream_malformed(srv, sid, err);
+        return;
+    }
     if (sg_chatmsg_parse(payload, len, &msg, err, sizeof(err)) != 0) {
         stream_malformed(srv, sid, err);
+        return;
+    }
+    if (msg.message_id[0] == '\0') {
+        sg_chatmsg_clear(&msg);
+        stream_malformed(srv, sid, "empty message_id");
         return;
     }
     if (strcmp(msg.role, "assistant") != 0) {

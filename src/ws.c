@@ -21,7 +21,8 @@
 
 _Static_assert(LWS_PRE <= SG_BUF_HEADROOM, "buffer headroom below LWS_PRE");
 
-#define WS_MAX_FRAGMENT_ARGS 16
+#define WS_MAX_FRAGMENT_ARGS 32
+#define WS_WRITES_PER_CALLBACK 32
 
 static void ws_conn_free(sg_conn_t *c);
 
@@ -160,7 +161,11 @@ static void ws_params_free(ws_params_t *p)
     free(p->since), free(p->epoch), free(p->mode);
 }
 
-static void ws_query_params(struct lws *wsi, ws_params_t *p)
+/* Reads every query fragment (lws splits on the raw '&' before decoding).
+ * Fails with a message instead of silently skipping what does not fit, so
+ * a parameter can never be hidden behind a long or numerous others. */
+static int ws_query_params(struct lws *wsi, ws_params_t *p, char *err,
+                           size_t errlen)
 {
     static const struct {
         const char *prefix;
@@ -173,12 +178,23 @@ static void ws_query_params(struct lws *wsi, ws_params_t *p)
         {"epoch=", offsetof(ws_params_t, epoch)},
         {"mode=", offsetof(ws_params_t, mode)},
     };
-    char frag[1024];
-    for (int i = 0; i < WS_MAX_FRAGMENT_ARGS; i++) {
-        int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag),
-                                      WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (n < 0)
-            break;
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (flen <= 0)
+            return 0;
+        if (i >= WS_MAX_FRAGMENT_ARGS) {
+            snprintf(err, errlen, "too many query parameters (at most %d)",
+                     WS_MAX_FRAGMENT_ARGS);
+            return SG_EINVAL;
+        }
+        char *frag = malloc((size_t)flen + 1);
+        if (frag == NULL ||
+            lws_hdr_copy_fragment(wsi, frag, flen + 1,
+                                  WSI_TOKEN_HTTP_URI_ARGS, i) < 0) {
+            free(frag);
+            snprintf(err, errlen, "unreadable query parameter");
+            return SG_EINVAL;
+        }
         for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
             size_t pl = strlen(names[k].prefix);
             char **dst = (char **)((char *)p + names[k].off);
@@ -187,6 +203,7 @@ static void ws_query_params(struct lws *wsi, ws_params_t *p)
                 break;
             }
         }
+        free(frag);
     }
 }
 
@@ -281,7 +298,12 @@ static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi)
     }
 
     ws_params_t p = {0};
-    ws_query_params(wsi, &p);
+    char err[128];
+    if (ws_query_params(wsi, &p, err, sizeof(err)) != 0) {
+        ws_params_free(&p);
+        sg_metric_inc1(srv->m.ws_connections, "failure");
+        return ws_reject(wsi, 400, "Bad request", err);
+    }
     sg_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         ws_params_free(&p);
@@ -292,7 +314,6 @@ static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi)
     c->session_id = p.session_id ? p.session_id : strdup("default");
     c->user_id = p.user_id ? p.user_id : strdup("default_user");
     p.session_id = p.user_id = NULL; /* now owned by c */
-    char err[128];
     int bad = 0;
     if (c->session_id == NULL || c->user_id == NULL) {
         ws_params_free(&p);
@@ -357,6 +378,18 @@ static void ws_established(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
 
 /* ---- inbound ----------------------------------------------------------- */
 
+/* A client whose requests pile up replies it does not read (a ping
+ * flood) stops being read until its queue drains: back-pressure on input
+ * instead of a 4008 for a client that does read. */
+static void ws_maybe_pause(sg_conn_t *c)
+{
+    if (!c->rx_paused && c->wsi != NULL &&
+        c->qlen >= (uint32_t)c->srv->cfg->stream.max_pending_chunks / 2) {
+        c->rx_paused = 1;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+}
+
 static void ws_dispatch(sg_server_t *srv, sg_conn_t *c, const char *text,
                         size_t len)
 {
@@ -366,6 +399,7 @@ static void ws_dispatch(sg_server_t *srv, sg_conn_t *c, const char *text,
     sg_metric_inc1(srv->m.ws_received, type);
     sg_script_conn_t info = {c->id, c->session_id, c->user_id};
     sg_script_on_message(srv->script, &info, text, len);
+    ws_maybe_pause(c);
 }
 
 static int ws_receive(sg_server_t *srv, struct lws *wsi, sg_conn_t *c,
@@ -463,11 +497,16 @@ static int ws_queue_coalesce(sg_conn_t *c, uint64_t mid)
     return 0;
 }
 
+/* The byte cap bounds what piles up behind a socket, not single frames: a
+ * frame is refused only when the queue is already over it, so one big frame
+ * (a long history) always fits; memory stays under the cap plus one frame,
+ * whose size stream.max_message_bytes and the history bound. */
 static int ws_over_limits(const sg_conn_t *c, size_t add)
 {
     const sg_config_t *cfg = c->srv->cfg;
+    (void)add;
     return c->qlen >= (uint32_t)cfg->stream.max_pending_chunks ||
-           c->qbytes + add > cfg->stream.max_pending_bytes;
+           c->qbytes > cfg->stream.max_pending_bytes;
 }
 
 static void ws_slow_consumer(sg_conn_t *c)
@@ -543,21 +582,31 @@ static int ws_send_close(sg_conn_t *c, struct lws *wsi)
     return -1;
 }
 
+/* Writes queued frames while the kernel takes them (a burst from one
+ * Redis read must not need one loop turn per frame), then resumes reading
+ * once the queue has drained (see ws_receive). */
 static int ws_writeable(sg_conn_t *c, struct lws *wsi)
 {
     if (c->closing)
         return ws_send_close(c, wsi);
-    if (c->qlen == 0)
-        return 0;
-    sg_qent_t e = c->q[c->qhead];
-    c->qhead = (c->qhead + 1) % c->qcap;
-    c->qlen--;
-    c->qbytes -= e.b->len;
-    ws_count_sent(c, &e);
-    int n = lws_write(wsi, sg_buf_data(e.b), e.b->len, LWS_WRITE_TEXT);
-    sg_buf_unref(e.b);
-    if (n < 0)
-        return -1;
+    for (int i = 0; i < WS_WRITES_PER_CALLBACK && c->qlen > 0; i++) {
+        if (i > 0 && lws_send_pipe_choked(wsi))
+            break;
+        sg_qent_t e = c->q[c->qhead];
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qlen--;
+        c->qbytes -= e.b->len;
+        ws_count_sent(c, &e);
+        int n = lws_write(wsi, sg_buf_data(e.b), e.b->len, LWS_WRITE_TEXT);
+        sg_buf_unref(e.b);
+        if (n < 0)
+            return -1;
+    }
+    if (c->rx_paused &&
+        c->qlen <= (uint32_t)c->srv->cfg->stream.max_pending_chunks / 4) {
+        c->rx_paused = 0;
+        lws_rx_flow_control(wsi, 1);
+    }
     if (c->qlen > 0)
         lws_callback_on_writable(wsi);
     return 0;

@@ -88,6 +88,19 @@ describe("routes.on_http", function()
             assert.equal(1, #fake.timers)
         end)
 
+        it("refuses a question over stream.max_message_bytes with 413",
+           function()
+            local status, body = http("POST", "/api/chat",
+                { session_id = "s1", message = string.rep("x", 65) })
+            assert.equal(413, status)
+            assert.same({ error = "Payload too large", detail = "message is "
+                          .. "65 bytes, over stream.max_message_bytes (64)" },
+                        body)
+            assert.is_nil(fake.store.s1)
+            assert.equal(200, (http("POST", "/api/chat",
+                { session_id = "s1", message = string.rep("x", 64) })))
+        end)
+
         it("defaults user_id to default_user", function()
             http("POST", "/api/chat", { session_id = "s1", message = "hi" })
             assert.equal("default_user",

@@ -159,6 +159,8 @@ static void assert_same_config(const sg_config_t *a, const sg_config_t *b)
     assert_int_equal(a->stream.history_ttl, b->stream.history_ttl);
     assert_int_equal(a->stream.recovery_ttl, b->stream.recovery_ttl);
     assert_int_equal(a->stream.log_max_len, b->stream.log_max_len);
+    assert_int_equal(a->stream.max_message_bytes,
+                     b->stream.max_message_bytes);
     assert_true(a->stream.linger == b->stream.linger);
     assert_string_equal(a->http.cors_origins, b->http.cors_origins);
     assert_string_equal(a->http.static_dir, b->http.static_dir);
@@ -212,6 +214,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.stream.history_ttl, 86400);
     assert_int_equal(cfg.stream.recovery_ttl, 600);
     assert_int_equal(cfg.stream.log_max_len, 10000);
+    assert_int_equal(cfg.stream.max_message_bytes, 1048576);
     assert_true(cfg.stream.linger == 30.0);
     assert_string_equal(cfg.http.cors_origins, "*");
     assert_string_equal(cfg.http.static_dir, "public");
@@ -294,7 +297,7 @@ static void test_err_unknown_nested_key(void **state)
                       "config: unknown key 'stream.max_pendng_chunks' "
                       "(known stream keys: max_pending_chunks, "
                       "max_pending_bytes, history_ttl, recovery_ttl, "
-                      "log_max_len, linger)");
+                      "log_max_len, max_message_bytes, linger)");
     expect_file_error("return { log = { lvl = 'x' } }\n",
                       "config: unknown key 'log.lvl' (known log keys: "
                       "level, format)");

@@ -925,6 +925,7 @@ static sg_script_t *load_shipped(fixture_t *f)
     sg_script_host_t host = {f, host_send, host_close, NULL, NULL};
     f->cfg.lua.path = SG_SOURCE_DIR "/lua";
     f->cfg.demo.words_per_second = 2000;
+    f->cfg.stream.max_message_bytes = 1 << 20;
     f->s = sg_script_new(&f->loop, &f->cfg, &f->broker->base, NULL, &host,
                          f->err, sizeof f->err);
     return f->s;

@@ -39,6 +39,7 @@ function _M.new()
             auth = { dev_mode = true, jwt_algorithm = "HS256", leeway = 30,
                      token_ttl = 3600 },
             demo = { words_per_second = 20 },
+            stream = { max_message_bytes = 64 },
             redis = { enabled = false },
         },
         node_id = "node-1",
