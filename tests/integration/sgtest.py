@@ -430,3 +430,349 @@ def py_msg(mid, sid, role, content, chunk=None, complete=False, user="u1",
         return json.dumps(obj, separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8")
     return json.dumps(obj).encode("ascii")
+
+
+# ================================================ H12: multi-node helpers
+# Used by test_multinode.py, test_chaos.py and test_leaks.py. Appended
+# block: nothing above it is changed by these additions.
+
+def answer_script(sid, mid, words, user="u1"):
+    """One answer as the Python AI service publishes it (original-system.md
+    §4.2): partials with cumulative `content` and `chunk` = word + " " (the
+    last word without the space), then the final (`chunk` null), which it
+    also RPUSHes to chat:history:{sid}. Returns (partials, final, text):
+    partials is a list of (content, payload bytes)."""
+    partials, acc = [], ""
+    for k, w in enumerate(words):
+        piece = w + (" " if k < len(words) - 1 else "")
+        acc += piece
+        partials.append((acc, py_msg(mid, sid, "assistant", acc, piece,
+                                     False, user=user)))
+    final = py_msg(mid, sid, "assistant", acc, None, True, user=user)
+    return partials, final, acc
+
+
+def sigkill(server):
+    """SIGKILLs a conftest Server by its PID and reaps it; teardown then
+    skips it (its exit code is recorded as -9)."""
+    import signal as _signal
+    proc = server.proc
+    assert proc is not None and proc.poll() is None, "server not running"
+    proc.send_signal(_signal.SIGKILL)
+    proc.wait(5)
+    server.returncode = proc.returncode
+    server.proc = None
+
+
+def vmrss_kb(pid):
+    """VmRSS of a process in kB, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS line in /proc/{pid}/status")
+
+
+def scan_keys(client, pattern):
+    """Every key matching `pattern`, via SCAN (never KEYS)."""
+    keys, cursor = [], b"0"
+    while True:
+        cursor, batch = client.cmd("SCAN", cursor, "MATCH", pattern,
+                                   "COUNT", 1000)
+        keys.extend(batch)
+        if cursor in (b"0", "0"):
+            return keys
+
+
+class SocketCheck:
+    """Checks the frames of ONE WebSocket connection as they arrive and
+    collects violations in `errors` (so a concurrent test can report all
+    of them): message offsets strictly increasing (hence none twice), per
+    message_id content growing as a prefix chain, nothing after a final
+    (a final from the `history` frame counts too). `latest` maps
+    message_id to the newest content this socket showed (history
+    included), as a client UI would."""
+
+    def __init__(self, name):
+        self.name = name
+        self.welcome = None
+        self.offsets = []
+        self.latest = {}
+        self.finals = set()
+        self.unknown = set()
+        self.frames = 0
+        self.errors = []
+
+    def feed(self, f):
+        self.frames += 1
+        kind = f.get("type")
+        if kind == "welcome":
+            self.welcome = f
+        elif kind == "history":
+            for m in f.get("messages", []):
+                if m.get("role") == "assistant" and m.get("is_complete"):
+                    self.latest[m["message_id"]] = m["content"]
+                    self.finals.add(m["message_id"])
+        elif kind == "message":
+            self._message(f)
+
+    def _message(self, f):
+        d, off = f["data"], f.get("offset")
+        mid = d["message_id"]
+        if not isinstance(off, int):
+            self.errors.append(f"{self.name}: message without offset {f!r}")
+        elif self.offsets and off <= self.offsets[-1]:
+            kind = "duplicate" if off in self.offsets else "out-of-order"
+            self.errors.append(f"{self.name}: {kind} offset {off} after "
+                               f"{self.offsets[-1]} (mid {mid})")
+        if isinstance(off, int):
+            self.offsets.append(off)
+        prev = self.latest.get(mid)
+        content = d.get("content")
+        if mid in self.finals and not (d["is_complete"] is True and
+                                       content == prev):
+            # (the same final again, e.g. after `history`, is harmless)
+            self.errors.append(
+                f"{self.name}: frame after the final of {mid}: offset {off} "
+                f"complete={d['is_complete']} content="
+                f"{(content or d.get('chunk') or '')[-40:]!r}")
+        if content is None:  # delta mode partial: the text is the chunks
+            if prev is None and f.get("index", 0) > 0:
+                self.unknown.add(mid)  # resumed mid-message: no prefix
+            content = (prev or "") + (d.get("chunk") or "")
+        if prev is not None and mid not in self.finals and \
+                mid not in self.unknown and not content.startswith(prev):
+            self.errors.append(f"{self.name}: content of {mid} not "
+                               f"cumulative: {prev[-40:]!r} -> "
+                               f"{content[-40:]!r}")
+        self.latest[mid] = content
+        if d["is_complete"] is True:
+            self.finals.add(mid)
+            self.unknown.discard(mid)
+
+
+def log_error_lines(server):
+    """The lines of a conftest Server's log at level `error` (a healthy
+    run, even one where another node dies, has none)."""
+    return [line for line in server.log().splitlines()
+            if re.match(r"^\S+Z error ", line)]
+# ========================================== end of H12: multi-node helpers
+
+
+# ------------------------------------------- stream invariants (resume suite)
+
+def msg_frames(frames):
+    """The `message` frames among `frames`, in order."""
+    return [f for f in frames if f.get("type") == "message"]
+
+
+def check_offsets(frames, contiguous=True):
+    """Asserts the native offsets of one socket's message frames: integers,
+    strictly increasing (so no duplicates) and, when `contiguous`, each
+    exactly one more than the previous. Returns the offsets."""
+    offs = [f.get("offset") for f in msg_frames(frames)]
+    assert all(isinstance(o, int) and o >= 1 for o in offs), \
+        f"every message frame needs an integer offset >= 1: {offs}"
+    for a, b in zip(offs, offs[1:]):
+        assert b > a, f"offsets not strictly increasing: {a} then {b} " \
+                      f"in {offs}"
+        if contiguous:
+            assert b == a + 1, f"offset gap {a} -> {b} (a lost frame?) " \
+                               f"in {offs}"
+    return offs
+
+
+def check_messages(frames, delta=False):
+    """Per message_id over one socket's message frames: index strictly
+    increasing, nothing after the final, and (full mode) each content a
+    prefix of the next, or (delta mode) content only on the final and the
+    chunks concatenating to it. Returns {message_id: final data or None}."""
+    by_mid = {}
+    for f in msg_frames(frames):
+        by_mid.setdefault(f["data"]["message_id"], []).append(f)
+    finals = {}
+    for mid, fs in by_mid.items():
+        done = [i for i, f in enumerate(fs) if f["data"]["is_complete"]]
+        assert done in ([], [len(fs) - 1]), \
+            f"{mid}: a frame after the final (finals at {done} of " \
+            f"{len(fs)}): {[f['data'] for f in fs[-3:]]}"
+        idx = [f["index"] for f in fs]
+        assert idx == sorted(set(idx)), f"{mid}: indexes {idx}"
+        datas = [f["data"] for f in fs]
+        for d in datas:
+            assert d["role"] == "assistant", d
+        if delta:
+            for d in datas[:-1] if done else datas:
+                assert "content" not in d, f"delta partial with content {d}"
+            text = "".join(d["chunk"] or "" for d in datas)
+            if done:
+                assert text == datas[-1]["content"], \
+                    f"{mid}: deltas {text!r} != final " \
+                    f"{datas[-1]['content']!r}"
+        else:
+            for a, b in zip(datas, datas[1:]):
+                assert b["content"].startswith(a["content"]) and \
+                    len(b["content"]) > len(a["content"]) or \
+                    b["is_complete"] and b["content"] == a["content"], \
+                    f"{mid}: content not growing: {a['content']!r} -> " \
+                    f"{b['content']!r}"
+        finals[mid] = datas[-1] if done else None
+    return finals
+
+
+def check_socket(frames, contiguous=True, delta=False):
+    """check_offsets + check_messages for the frames of one socket."""
+    check_offsets(frames, contiguous)
+    return check_messages(frames, delta)
+
+
+def words_text(n, word="w", start=0):
+    """The text `word0 word1 ...` of n words and its cumulative prefixes
+    as the Python service builds them (a space after every word but the
+    last). Returns (chunks, contents)."""
+    chunks, contents, acc = [], [], ""
+    for k in range(n):
+        piece = f"{word}{start + k}" + (" " if k < n - 1 else "")
+        acc += piece
+        chunks.append(piece)
+        contents.append(acc)
+    return chunks, contents
+
+
+class FakeAI:
+    """The Python AI service as a producer on one session: partials on
+    chat:stream:{sid}, the final PUBLISHed and only then RPUSHed to
+    chat:history:{sid} (original-system.md §4.2). Uses its own Resp."""
+
+    def __init__(self, redis_proc, sid, user="u1"):
+        self.c = redis_proc.client()
+        self.sid = sid
+        self.user = user
+
+    def close(self):
+        self.c.close()
+
+    def partial(self, mid, content, chunk, ts=None, **kw):
+        self.c.publish(f"chat:stream:{self.sid}",
+                       py_msg(mid, self.sid, "assistant", content, chunk,
+                              False, user=self.user, ts=ts, **kw))
+
+    def publish_final(self, mid, content, ts=None, **kw):
+        payload = py_msg(mid, self.sid, "assistant", content, None, True,
+                         user=self.user, ts=ts, **kw)
+        self.c.publish(f"chat:stream:{self.sid}", payload)
+        return payload
+
+    def store(self, payload):
+        self.c.cmd("RPUSH", f"chat:history:{self.sid}", payload)
+        self.c.cmd("EXPIRE", f"chat:history:{self.sid}", 86400)
+
+    def final(self, mid, content, ts=None, **kw):
+        self.store(self.publish_final(mid, content, ts=ts, **kw))
+
+    def subscribed(self):
+        return self.c.numsub(f"chat:stream:{self.sid}") >= 1
+
+
+def demo_answer(index, repo):
+    """The final text of canned answer `index` of lua/upstreams/demo.lua,
+    as the demo upstream streams it (words joined by single spaces)."""
+    import os
+    with open(os.path.join(repo, "lua", "upstreams", "demo.lua")) as f:
+        src = f.read()
+    m = re.search(r"\[%d\] = (.*?),\n    \[|\[%d\] = (.*?),\n}" %
+                  (index, index), src, re.S)
+    assert m, f"answer {index} not found in demo.lua"
+    body = m.group(1) or m.group(2)
+    text = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body))
+    return " ".join(text.split())
+
+
+def rss_kb(pid):
+    """VmRSS of a process in KiB (from /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class RawWs:
+    """A WebSocket client on a raw socket with a chosen SO_RCVBUF: it can
+    stop reading entirely (to fill its TCP window) and read later. No
+    extensions are offered, so server frames are plain."""
+
+    def __init__(self, port, path, rcvbuf=None, timeout=5.0):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(b"streamgate-slow!").decode()
+        self.sock.sendall((
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n")[0]
+        assert b" 101 " in status, f"handshake answered {head!r}"
+        self.close_code = None
+        self.eof = False
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buf += data
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            self._fill()
+
+    def next_frame(self):
+        """(opcode, payload bytes) of the next complete frame."""
+        self._need(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        n, pos = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4)
+            n, pos = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            self._need(10)
+            n, pos = int.from_bytes(self.buf[2:10], "big"), 10
+        self._need(pos + n)
+        payload = self.buf[pos:pos + n]
+        self.buf = self.buf[pos + n:]
+        assert b0 & 0x80, "fragmented frames are not expected from the server"
+        return b0 & 0x0F, payload
+
+    def read_all(self, until, timeout=10.0):
+        """Reads JSON text frames until until(frame) is true, a close frame
+        (close_code set) or EOF/reset (eof set). Returns the frames."""
+        frames = []
+        deadline = time.monotonic() + timeout
+        self.sock.settimeout(timeout)
+        try:
+            while time.monotonic() < deadline:
+                op, payload = self.next_frame()
+                if op == 8:
+                    self.close_code = int.from_bytes(payload[:2], "big") \
+                        if len(payload) >= 2 else 1005
+                    return frames
+                if op == 1:
+                    frames.append(json.loads(payload.decode("utf-8")))
+                    if until(frames[-1]):
+                        return frames
+        except (ConnectionError, OSError):
+            self.eof = True
+        return frames
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
