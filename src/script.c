@@ -29,10 +29,17 @@
 #include "script_api_jwt.h"
 #include "script_internal.h"
 
-enum { HOOK_CONNECT, HOOK_MESSAGE, HOOK_DISCONNECT, HOOK_HTTP, HOOK_COUNT };
+enum {
+    HOOK_CONNECT,
+    HOOK_MESSAGE,
+    HOOK_DISCONNECT,
+    HOOK_HTTP,
+    HOOK_CHUNK,
+    HOOK_COUNT
+};
 
 static const char *const hook_names[HOOK_COUNT] = {
-    "on_connect", "on_message", "on_disconnect", "on_http",
+    "on_connect", "on_message", "on_disconnect", "on_http", "on_chunk",
 };
 
 #define SCRIPT_MAX_HEADERS 16
@@ -283,6 +290,82 @@ int sg_script_on_connect(sg_script_t *s, const sg_script_connect_req_t *req,
     return allow;
 }
 
+/* Replaces *dst (length *dlen) with the string field `name` of the table
+ * at `idx` when the hook set one. */
+static void chunk_take_field(lua_State *co, int idx, const char *name,
+                             char **dst, size_t *dlen, int nullable)
+{
+    lua_getfield(co, idx, name);
+    if (lua_type(co, -1) == LUA_TSTRING) {
+        size_t n;
+        const char *v = lua_tolstring(co, -1, &n);
+        char *copy = malloc(n + 1);
+        if (copy != NULL) {
+            memcpy(copy, v, n + 1);
+            free(*dst);
+            *dst = copy;
+            *dlen = n;
+        }
+    } else if (nullable && lua_isnil(co, -1)) {
+        free(*dst);
+        *dst = NULL;
+        *dlen = 0;
+    }
+    lua_pop(co, 1);
+}
+
+int sg_script_on_chunk(sg_script_t *s, sg_chatmsg_t *msg)
+{
+    if (s == NULL || s->hook_refs[HOOK_CHUNK] == LUA_NOREF)
+        return 1; /* the common case costs one comparison */
+    sg_script_task_t *task = task_new(s, SG__TASK_CHUNK, "on_chunk");
+    lua_State *co = task->co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->hook_refs[HOOK_CHUNK]);
+    lua_createtable(co, 0, 8);
+    push_optstring(co, "session_id", msg->session_id);
+    push_optstring(co, "message_id", msg->message_id);
+    push_optstring(co, "user_id", msg->user_id);
+    push_optstring(co, "role", msg->role);
+    lua_pushlstring(co, msg->content, msg->content_len);
+    lua_setfield(co, -2, "content");
+    if (msg->chunk != NULL) {
+        lua_pushlstring(co, msg->chunk, msg->chunk_len);
+        lua_setfield(co, -2, "chunk");
+    }
+    lua_pushnumber(co, (lua_Number)msg->timestamp);
+    lua_setfield(co, -2, "timestamp");
+    lua_pushboolean(co, msg->is_complete == 1);
+    lua_setfield(co, -2, "is_complete");
+    lua_pushvalue(co, -1);
+    int ref = luaL_ref(co, LUA_REGISTRYINDEX); /* the table, after the run */
+
+    int rc = task_run(task, 1);
+    int keep = 1;
+    if (rc == LUA_YIELD) {
+        s->errors++;
+        SG_ERROR("script", "on_chunk yielded: it must transform without "
+                           "waiting; chunk kept unchanged");
+        task_abandon(task);
+        luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
+        return 1;
+    }
+    if (rc != 0) {
+        /* Fail open: dropping would lose an answer's final. */
+        task_fail_traceback(task);
+        luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
+        return 1;
+    }
+    if (lua_gettop(co) >= 1 && lua_isboolean(co, 1) && !lua_toboolean(co, 1))
+        keep = 0;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
+    luaL_unref(co, LUA_REGISTRYINDEX, ref);
+    int t = lua_gettop(co);
+    chunk_take_field(co, t, "content", &msg->content, &msg->content_len, 0);
+    chunk_take_field(co, t, "chunk", &msg->chunk, &msg->chunk_len, 1);
+    task_free(task);
+    return keep;
+}
+
 void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
                           const char *text, size_t len)
 {
@@ -392,8 +475,8 @@ sg_script_task_t *sg__script_check_yieldable(lua_State *L, const char *api)
 
     if (t == NULL || t->co != L)
         luaL_error(L, "%s: not in a hook coroutine", api);
-    if (t->kind == SG__TASK_CONNECT)
-        luaL_error(L, "%s is not available in on_connect", api);
+    if (t->kind == SG__TASK_CONNECT || t->kind == SG__TASK_CHUNK)
+        luaL_error(L, "%s is not available in %s", api, t->hook);
     return t;
 }
 

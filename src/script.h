@@ -10,6 +10,8 @@
  *   on_message(conn, text) -> nothing; replies with sg.send
  *   on_disconnect(conn)
  *   on_http(req)           -> status, body, headers | nil when no route
+ *   on_chunk(chunk)        -> nil (keep, maybe rewritten) | false (drop);
+ *                             must not yield
  * where conn = { id = <int>, session_id = "...", user_id = "..." } and
  * req = { method, path, query, body, headers = {lowercase name = value},
  *         remote_addr } (+ session_id, user_id, token for on_connect). */
@@ -21,6 +23,7 @@
 #include <uv.h>
 
 #include "broker.h"
+#include "chatmsg.h"
 #include "config.h"
 #include "metrics.h"
 
@@ -103,6 +106,15 @@ int sg_script_on_connect(sg_script_t *s, const sg_script_connect_req_t *req,
 void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
                           const char *text, size_t len);
 void sg_script_on_disconnect(sg_script_t *s, const sg_script_conn_t *conn);
+
+/* on_chunk(chunk): runs synchronously on every producer message before it
+ * is appended to the stream (so the log, every node and every reader see
+ * the same result). The hook may change chunk.content / chunk.chunk in
+ * place, and returns false to drop the message. Returns 1 keep (msg may
+ * have been rewritten), 0 drop. A script error or a yield keeps the
+ * message unchanged (fail open: dropping could lose an answer's final) and
+ * is logged. Without an on_chunk hook this costs one comparison. */
+int sg_script_on_chunk(sg_script_t *s, sg_chatmsg_t *msg);
 
 /* Runs on_http in a new coroutine; `done` is called exactly once, possibly
  * synchronously. If `task` is not NULL and the hook suspended, *task is a

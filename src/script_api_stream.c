@@ -65,6 +65,11 @@ static int stream_append(lua_State *L)
         sg_chatmsg_clear(&msg);
         return sg__script_push_error(L, SG_ENOTREADY);
     }
+    if (!sg_script_on_chunk(task->s, &msg)) {
+        sg_chatmsg_clear(&msg);
+        lua_pushnumber(L, 0); /* dropped by on_chunk: nothing appended */
+        return 1;
+    }
     sg__script_op_t *op = malloc(sizeof(*op));
     if (op == NULL) {
         sg_chatmsg_clear(&msg);

@@ -21,6 +21,7 @@ typedef enum {
     SG__TASK_DISCONNECT,
     SG__TASK_HTTP,
     SG__TASK_TIMER,
+    SG__TASK_CHUNK,
 } sg__task_kind_t;
 
 /* What a suspended task waits for. */
@@ -76,7 +77,8 @@ struct sg_script {
     sg_metrics_t *metrics;
     sg_script_host_t host;
     lua_State *L;
-    int hook_refs[4]; /* on_connect, on_message, on_disconnect, on_http */
+    int hook_refs[5]; /* on_connect, on_message, on_disconnect, on_http,
+                         on_chunk (script.c HOOK_*) */
     int encode_ref;          /* cjson.safe.encode */
     int decode_ref;          /* cjson.safe.decode */
     sg_script_task_t *tasks; /* every live task */

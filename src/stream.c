@@ -608,6 +608,11 @@ void sg__stream_on_message(void *arg, const char *sid, const char *payload,
         sg_chatmsg_clear(&msg);
         return;
     }
+    if (!sg_script_on_chunk(srv->script, &msg)) {
+        sg_metric_inc1(srv->m.ingest, "dropped_by_script");
+        sg_chatmsg_clear(&msg);
+        return;
+    }
     int rc = sg_broker_stream_append(srv->broker, sid, &msg,
                                      stream_append_done, srv);
     if (rc != 0)

@@ -917,6 +917,72 @@ static void test_jwt_without_secret_fails_softly(void **state)
 }
 
 /* ------------------------------------------------------------------
+ * on_chunk: synchronous transform / drop before the append
+ * ---------------------------------------------------------------- */
+
+static void chunk_msg(sg_chatmsg_t *m, const char *content, int complete)
+{
+    char json[512];
+    char err[64];
+    snprintf(json, sizeof json,
+             "{\"message_id\":\"m1\",\"session_id\":\"s1\",\"role\":"
+             "\"assistant\",\"content\":\"%s\",\"chunk\":\"x\","
+             "\"is_complete\":%s}", content, complete ? "true" : "false");
+    assert_int_equal(sg_chatmsg_parse(json, strlen(json), m, err, sizeof err),
+                     0);
+}
+
+static void test_on_chunk_rewrites_drops_and_fails_open(void **state)
+{
+    fixture_t *f = fx_new();
+    sg_chatmsg_t m;
+    assert_non_null(fx_load(f,
+        "return { on_chunk = function(c)\n"
+        "  if c.content == 'drop me' then return false end\n"
+        "  if c.content == 'boom' then error('kaput') end\n"
+        "  if c.content == 'wait' then sg.sleep(1) end\n"
+        "  c.content = c.content:gsub('secret', '******')\n"
+        "  c.chunk = nil\n"
+        "end }\n"));
+    chunk_msg(&m, "my secret word", 0);
+    assert_int_equal(sg_script_on_chunk(f->s, &m), 1);
+    assert_string_equal(m.content, "my ****** word");
+    assert_int_equal(m.content_len, 14);
+    assert_null(m.chunk);
+    sg_chatmsg_clear(&m);
+
+    chunk_msg(&m, "drop me", 1);
+    assert_int_equal(sg_script_on_chunk(f->s, &m), 0);
+    sg_chatmsg_clear(&m);
+
+    /* an error or a yield keeps the chunk unchanged and is counted */
+    chunk_msg(&m, "boom", 0);
+    assert_int_equal(sg_script_on_chunk(f->s, &m), 1);
+    assert_string_equal(m.content, "boom");
+    assert_string_equal(m.chunk, "x");
+    sg_chatmsg_clear(&m);
+    chunk_msg(&m, "wait", 0);
+    assert_int_equal(sg_script_on_chunk(f->s, &m), 1);
+    assert_string_equal(m.content, "wait");
+    sg_chatmsg_clear(&m);
+    assert_int_equal(sg_script_errors(f->s), 2);
+    assert_int_equal(sg_script_pending(f->s), 0);
+    fx_free(f);
+}
+
+static void test_on_chunk_absent_keeps_everything(void **state)
+{
+    fixture_t *f = fx_new();
+    sg_chatmsg_t m;
+    assert_non_null(fx_load(f, "return {}\n"));
+    chunk_msg(&m, "as is", 0);
+    assert_int_equal(sg_script_on_chunk(f->s, &m), 1);
+    assert_string_equal(m.content, "as is");
+    sg_chatmsg_clear(&m);
+    fx_free(f);
+}
+
+/* ------------------------------------------------------------------
  * The shipped scripts (lua/) on the real host
  * ---------------------------------------------------------------- */
 
@@ -1038,6 +1104,8 @@ int main(void)
         cmocka_unit_test(test_log_concatenates_with_location),
         cmocka_unit_test(test_jwt_sign_then_verify),
         cmocka_unit_test(test_jwt_without_secret_fails_softly),
+        cmocka_unit_test(test_on_chunk_rewrites_drops_and_fails_open),
+        cmocka_unit_test(test_on_chunk_absent_keeps_everything),
         cmocka_unit_test(test_shipped_scripts_demo_flow),
         cmocka_unit_test(test_shipped_scripts_production_auth),
     };
