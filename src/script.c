@@ -24,6 +24,7 @@
 #include "log.h"
 #include "script_api_broker.h"
 #include "script_api_stream.h"
+#include "script_api_data.h"
 #include "script_api_core.h"
 #include "script_api_json.h"
 #include "script_api_jwt.h"
@@ -157,6 +158,7 @@ static int script_open(lua_State *L)
     sg_script_api_core_open(L);
     sg_script_api_broker_open(L);
     sg_script_api_stream_open(L);
+    sg_script_api_data_open(L);
     sg_script_api_jwt_open(L);
     lua_getfield(L, -2, "loaded");
     lua_pushvalue(L, -2);

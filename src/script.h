@@ -45,6 +45,15 @@ typedef struct sg_script_host {
     /* Compat recovery of one message (PROTOCOL.md §2 "reconnect"). */
     int (*reconnect)(void *data, uint64_t conn_id, const char *message_id,
                      int64_t last_index);
+    /* Per-connection data kept in C, so it survives hot reloads (sg.data).
+     * `type` is one of 's' string, 'n' number, 'b' boolean, 'j' JSON.
+     * set: value NULL deletes; 0, SG_ECLOSED, SG_ETOOBIG (over 64 keys or
+     * 64 KiB), SG_ENOMEM. get: SG_ENOTFOUND when absent; *value stays
+     * valid until that key is set again. */
+    int (*data_set)(void *data, uint64_t conn_id, const char *key, int type,
+                    const char *value, size_t len);
+    int (*data_get)(void *data, uint64_t conn_id, const char *key, int *type,
+                    const char **value, size_t *len);
 } sg_script_host_t;
 
 typedef struct sg_script_conn {

@@ -309,6 +309,41 @@ static void set_bool(lua_State *L, const char *k, int v)
     lua_setfield(L, -2, k);
 }
 
+/* The config file's `plugins` table, read again in this state (so a hot
+ * reload picks up plugin settings). The file already passed config.c's
+ * validation; it runs here with only the libraries config.c gives it. An
+ * empty table when there is no file or no plugins. */
+static void push_plugins(lua_State *L, const char *path)
+{
+    int top = lua_gettop(L);
+    if (path == NULL || luaL_loadfile(L, path) != 0) {
+        lua_settop(L, top);
+        lua_newtable(L);
+        return;
+    }
+    /* the sandbox: what config.c's state offers a config file, no more */
+    static const char *const allowed[] = {"string", "table", "math", "os",
+                                          "tonumber", "tostring", "type",
+                                          "pairs", "ipairs", "select", NULL};
+    lua_newtable(L);
+    for (int i = 0; allowed[i] != NULL; i++) {
+        lua_getglobal(L, allowed[i]);
+        lua_setfield(L, -2, allowed[i]);
+    }
+    lua_setfenv(L, -2);
+    if (lua_pcall(L, 0, 1, 0) != 0 || !lua_istable(L, -1)) {
+        lua_settop(L, top);
+        lua_newtable(L);
+        return;
+    }
+    lua_getfield(L, -1, "plugins");
+    lua_remove(L, -2);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+}
+
 /* A plain-table copy of the configuration, without secrets (no JWT secret,
  * no Redis url/password). */
 static void push_config(lua_State *L, const sg_config_t *cfg)
@@ -365,6 +400,9 @@ static void push_config(lua_State *L, const sg_config_t *cfg)
     set_str(L, "level", cfg->log.level);
     set_str(L, "format", cfg->log.format);
     lua_setfield(L, -2, "log");
+
+    push_plugins(L, cfg->config_path);
+    lua_setfield(L, -2, "plugins");
 }
 
 static const luaL_Reg core_funcs[] = {

@@ -248,6 +248,26 @@ static int server_script_reconnect(void *data, uint64_t conn_id,
     return sg__stream_reconnect(data, c, mid, last_index);
 }
 
+static int server_script_data_set(void *data, uint64_t conn_id,
+                                  const char *key, int type, const char *value,
+                                  size_t len)
+{
+    sg_conn_t *c = sg__ws_find(data, conn_id);
+    if (c == NULL || c->closing)
+        return SG_ECLOSED;
+    return sg__conn_data_set(c, key, type, value, len);
+}
+
+static int server_script_data_get(void *data, uint64_t conn_id,
+                                  const char *key, int *type,
+                                  const char **value, size_t *len)
+{
+    sg_conn_t *c = sg__ws_find(data, conn_id);
+    if (c == NULL)
+        return SG_ECLOSED;
+    return sg__conn_data_get(c, key, type, value, len);
+}
+
 static int server_script_close(void *data, uint64_t conn_id, int code,
                                const char *reason)
 {
@@ -341,8 +361,13 @@ static int server_build(sg_server_t *srv, char *err, size_t errlen)
         return SG_ENOMEM;
     }
     sg_metric_set(srv->m.redis_up, NULL, sg_broker_is_ready(srv->broker));
-    sg_script_host_t host = {srv, server_script_send, server_script_close,
-                             server_script_resume, server_script_reconnect};
+    sg_script_host_t host = {srv,
+                             server_script_send,
+                             server_script_close,
+                             server_script_resume,
+                             server_script_reconnect,
+                             server_script_data_set,
+                             server_script_data_get};
     srv->script = sg_script_new(srv->loop, cfg, srv->broker, srv->metrics,
                                 &host, err, errlen);
     if (srv->script == NULL)
@@ -498,7 +523,7 @@ int sg_server_check_scripts(const sg_config_t *cfg, char *err, size_t errlen)
     sg_metrics_t *m = sg_metrics_new();
     int rc = SG_ENOMEM;
     if (b != NULL && m != NULL) {
-        sg_script_host_t host = {NULL, NULL, NULL, NULL, NULL};
+        sg_script_host_t host = {NULL};
         sg_script_t *s = sg_script_new(&loop, cfg, b, m, &host, err, errlen);
         rc = s != NULL ? 0 : SG_ESCRIPT;
         if (s != NULL)

@@ -145,6 +145,7 @@ struct sg_conn {
     uint8_t welcomed;       /* the welcome frame was queued */
     uint8_t sync_pending;   /* stream.c: a stream read is in flight */
     uint8_t resync;         /* stream.c: another gap read is wanted */
+    struct sg_map *data;    /* sg.data values (lazily made) */
     uint8_t rx_paused;      /* ws.c: reading stopped until the queue
                                drains (inbound back-pressure) */
     uint8_t closing;
@@ -182,6 +183,13 @@ void sg__ws_close(sg_conn_t *c, int code, const char *reason);
 sg_conn_t *sg__ws_find(sg_server_t *srv, uint64_t id);
 /* Closes every WebSocket with 1001 (graceful stop). */
 void sg__ws_close_all(sg_server_t *srv, int code, const char *reason);
+
+/* ---- conn_data.c (sg.data) ---- */
+int sg__conn_data_set(sg_conn_t *c, const char *key, int type,
+                      const char *value, size_t len);
+int sg__conn_data_get(const sg_conn_t *c, const char *key, int *type,
+                      const char **value, size_t *len);
+void sg__conn_data_free(sg_conn_t *c);
 
 /* ---- stream.c (the stream coordinator) ---- */
 /* Starts the join of `c` (its session is subscribed): one atomic stream

@@ -640,6 +640,7 @@ static void ws_conn_free(sg_conn_t *c)
 {
     ws_queue_clear(c);
     sg__stream_conn_free(c);
+    sg__conn_data_free(c);
     free(c->q);
     free(c->resume_epoch);
     free(c->rx);

@@ -26,6 +26,7 @@
 #include "../../src/script_api_json.c"
 #include "../../src/script_api_jwt.c"
 #include "../../src/script_api_stream.c"
+#include "../../src/script_api_data.c"
 
 /* ------------------------------------------------------------------
  * Fake broker: one history list, ops completed from a uv timer.
@@ -295,7 +296,7 @@ static fixture_t *fx_new(void)
 
 static sg_script_t *fx_load(fixture_t *f, const char *src)
 {
-    sg_script_host_t host = {f, host_send, host_close, NULL, NULL};
+    sg_script_host_t host = {f, host_send, host_close, NULL, NULL, NULL, NULL};
     write_file(f->dir, "init.lua", src);
     f->s = sg_script_new(&f->loop, &f->cfg, &f->broker->base, NULL, &host,
                          f->err, sizeof f->err);
@@ -988,7 +989,7 @@ static void test_on_chunk_absent_keeps_everything(void **state)
 
 static sg_script_t *load_shipped(fixture_t *f)
 {
-    sg_script_host_t host = {f, host_send, host_close, NULL, NULL};
+    sg_script_host_t host = {f, host_send, host_close, NULL, NULL, NULL, NULL};
     f->cfg.lua.path = SG_SOURCE_DIR "/lua";
     f->cfg.demo.words_per_second = 2000;
     f->cfg.stream.max_message_bytes = 1 << 20;
