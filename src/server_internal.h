@@ -146,6 +146,9 @@ struct sg_conn {
     uint8_t sync_pending;   /* stream.c: a stream read is in flight */
     uint8_t resync;         /* stream.c: another gap read is wanted */
     struct sg_map *data;    /* sg.data values (lazily made) */
+    /* Finals this connection already got from history while stream.c
+     * repairs them into the log (mid hashes; 0 = free slot). */
+    uint64_t skip_final[4];
     uint8_t rx_paused;      /* ws.c: reading stopped until the queue
                                drains (inbound back-pressure) */
     uint8_t closing;

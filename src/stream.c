@@ -270,10 +270,39 @@ static int stream_recovered(const sync_req_t *req, const sg_stream_state_t *st)
            strcmp(req->epoch, st->epoch) == 0 && st->range_ok;
 }
 
+/* Remembers that `c` already has the final of `mid` (from the history
+ * frame), so the repaired final arriving live is not sent twice. */
+static void stream_skip_final(sg_conn_t *c, const char *mid)
+{
+    uint64_t h = sg__stream_mid_hash(mid);
+    size_t n = sizeof(c->skip_final) / sizeof(c->skip_final[0]);
+    for (size_t i = 0; i < n; i++) {
+        if (c->skip_final[i] == 0 || c->skip_final[i] == h) {
+            c->skip_final[i] = h;
+            return;
+        }
+    }
+    c->skip_final[0] = h; /* more than four at once: forget the oldest */
+}
+
+static int stream_take_skip(sg_conn_t *c, uint64_t mid)
+{
+    size_t n = sizeof(c->skip_final) / sizeof(c->skip_final[0]);
+    for (size_t i = 0; i < n; i++) {
+        if (c->skip_final[i] == mid) {
+            c->skip_final[i] = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* A final that reached chat:history while its chunks were not being
- * ingested (e.g. the only subscribed node died) is appended now; the
- * append is idempotent, and the chunk reaches every client live. */
-static void stream_repair(sg_server_t *srv, const char *sid,
+ * ingested (e.g. the only subscribed node died, or nobody was subscribed)
+ * is appended now; the append is idempotent, and the chunk reaches every
+ * client live, except `c` when the history frame already gave it one
+ * (`c` NULL: no history frame was sent). */
+static void stream_repair(sg_server_t *srv, sg_conn_t *c, const char *sid,
                           const sg_stream_state_t *st)
 {
     for (size_t i = 0; i < st->nsnapshots; i++) {
@@ -286,8 +315,12 @@ static void stream_repair(sg_server_t *srv, const char *sid,
             if (sg_chatmsg_parse(st->history[j], st->history_lens[j], &m, err,
                                  sizeof(err)) != 0)
                 continue;
-            if (m.is_complete == 1 && strcmp(m.message_id, k->message_id) == 0)
+            if (m.is_complete == 1 &&
+                strcmp(m.message_id, k->message_id) == 0) {
+                if (c != NULL)
+                    stream_skip_final(c, m.message_id);
                 sg_broker_stream_append(srv->broker, sid, &m, NULL, NULL);
+            }
             sg_chatmsg_clear(&m);
         }
     }
@@ -452,8 +485,10 @@ static void stream_read_done(void *arg, int status,
         return;
     }
     stream_note_inflight(srv, c->session_id, st);
-    if (req->kind != SYNC_GAP)
-        stream_repair(srv, c->session_id, st);
+    if (req->kind != SYNC_GAP) {
+        int got_history = req->kind == SYNC_JOIN && !stream_recovered(req, st);
+        stream_repair(srv, got_history ? c : NULL, c->session_id, st);
+    }
     if (c->last_offset < st->last_offset)
         c->last_offset = st->last_offset;
     free(req);
@@ -532,6 +567,10 @@ void sg__stream_on_chunk(void *arg, const char *sid, const sg_chunk_t *k)
         }
         if (k->offset <= c->last_offset)
             continue; /* already queued or covered by a snapshot */
+        if (k->is_complete && stream_take_skip(c, mid)) {
+            c->last_offset = k->offset; /* history gave it already */
+            continue;
+        }
         if (k->offset > c->last_offset + 1) {
             /* a hole (missed publish): read the log, hold this one */
             stream_count_error(srv, "gap");

@@ -304,3 +304,25 @@ def pytest_runtest_makereport(item, call):
         for s in getattr(item, "_sg_servers", []):
             rep.sections.append((f"streamgate log {s.log_path}",
                                  s.log()[-8000:]))
+
+
+@pytest.fixture
+def make_server(server, redis_factory):
+    """Factory: make_server(mode, config=None) -> a started server in
+    "embedded" or "redis" mode (a fresh redis-server, `s.redis`; ready
+    waited for); `s.mode` is the mode."""
+
+    def make(mode, config=None):
+        cfg = dict(config or {})
+        r = None
+        if mode == "redis":
+            r = redis_factory()
+            cfg = deep_merge(cfg, {"redis": {"url": r.url}})
+        s = server(config=cfg)
+        s.mode, s.redis = mode, r
+        if r is not None:
+            sgtest.wait_until(lambda: s.ready() == 200, timeout=10,
+                              what="/readyz 200 in redis mode")
+        return s
+
+    return make
