@@ -162,23 +162,33 @@ static int stream_start_read(sg_server_t *srv, sg_conn_t *c, sync_kind_t kind,
 
 /* ---- what a read sends ------------------------------------------------ */
 
+/* Finds the assistant final of `mid` in chat:history: 1 and the parsed
+ * message in *out (caller clears it), or 0. */
+static int stream_history_final(const sg_stream_state_t *st, const char *mid,
+                                sg_chatmsg_t *out)
+{
+    for (size_t i = 0; i < st->nhistory; i++) {
+        char err[8];
+        if (sg_chatmsg_parse(st->history[i], st->history_lens[i], out, err,
+                             sizeof(err)) != 0)
+            continue;
+        if (out->is_complete == 1 && strcmp(out->message_id, mid) == 0 &&
+            strcmp(out->role, "assistant") == 0)
+            return 1;
+        sg_chatmsg_clear(out);
+    }
+    return 0;
+}
+
 /* 1 when `mid` is stored in chat:history as an assistant final. */
 static int stream_history_has_final(const sg_stream_state_t *st,
                                     const char *mid)
 {
-    for (size_t i = 0; i < st->nhistory; i++) {
-        sg_chatmsg_t m;
-        char err[8];
-        if (sg_chatmsg_parse(st->history[i], st->history_lens[i], &m, err,
-                             sizeof(err)) != 0)
-            continue;
-        int hit = m.is_complete == 1 && strcmp(m.message_id, mid) == 0 &&
-                  strcmp(m.role, "assistant") == 0;
-        sg_chatmsg_clear(&m);
-        if (hit)
-            return 1;
-    }
-    return 0;
+    sg_chatmsg_t m;
+    if (!stream_history_final(st, mid, &m))
+        return 0;
+    sg_chatmsg_clear(&m);
+    return 1;
 }
 
 static void stream_send_welcome(sg_server_t *srv, sg_conn_t *c,
@@ -307,22 +317,13 @@ static void stream_repair(sg_server_t *srv, sg_conn_t *c, const char *sid,
 {
     for (size_t i = 0; i < st->nsnapshots; i++) {
         const sg_chunk_t *k = &st->snapshots[i];
-        if (k->is_complete)
+        sg_chatmsg_t m;
+        if (k->is_complete || !stream_history_final(st, k->message_id, &m))
             continue;
-        for (size_t j = 0; j < st->nhistory; j++) {
-            sg_chatmsg_t m;
-            char err[8];
-            if (sg_chatmsg_parse(st->history[j], st->history_lens[j], &m, err,
-                                 sizeof(err)) != 0)
-                continue;
-            if (m.is_complete == 1 &&
-                strcmp(m.message_id, k->message_id) == 0) {
-                if (c != NULL)
-                    stream_skip_final(c, m.message_id);
-                sg_broker_stream_append(srv->broker, sid, &m, NULL, NULL);
-            }
-            sg_chatmsg_clear(&m);
-        }
+        if (c != NULL)
+            stream_skip_final(c, m.message_id);
+        sg_broker_stream_append(srv->broker, sid, &m, NULL, NULL);
+        sg_chatmsg_clear(&m);
     }
 }
 
@@ -403,23 +404,16 @@ static void stream_reconnect_done(sg_conn_t *c, const sync_req_t *req,
         }
         return;
     }
-    for (size_t i = 0; i < st->nhistory; i++) {
-        sg_chatmsg_t m;
-        char err[8];
-        if (sg_chatmsg_parse(st->history[i], st->history_lens[i], &m, err,
-                             sizeof(err)) != 0)
-            continue;
-        if (m.is_complete == 1 && strcmp(m.message_id, req->mid) == 0) {
-            sg_buf_t *b = sg_chatmsg_message_frame(&m);
-            sg_chatmsg_clear(&m);
-            if (b != NULL) {
-                sg__ws_enqueue(c, b, SG_FRAME_MESSAGE);
-                sg_buf_unref(b);
-            }
-            stream_reconnect_status(c, "completed", 0);
-            return;
-        }
+    sg_chatmsg_t m;
+    if (stream_history_final(st, req->mid, &m)) {
+        sg_buf_t *b = sg_chatmsg_message_frame(&m);
         sg_chatmsg_clear(&m);
+        if (b != NULL) {
+            sg__ws_enqueue(c, b, SG_FRAME_MESSAGE);
+            sg_buf_unref(b);
+        }
+        stream_reconnect_status(c, "completed", 0);
+        return;
     }
     /* A client that saw chunks of the message knew it existed: the log
      * that held it has expired. Otherwise it never existed here. */
