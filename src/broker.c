@@ -2,6 +2,8 @@
  * to the engine's vtable. */
 #include "broker.h"
 
+#include "error.h"
+
 const char *sg_broker_mode(const sg_broker_t *b)
 {
     return b->vt->mode;
@@ -74,4 +76,12 @@ int sg_broker_stream_read(sg_broker_t *b, const char *session_id,
                           sg_broker_read_cb cb, void *arg)
 {
     return b->vt->stream_read(b, session_id, since, with_history, cb, arg);
+}
+
+int sg_broker_command(sg_broker_t *b, int argc, const char *const *argv,
+                      const size_t *lens, sg_broker_reply_cb cb, void *arg)
+{
+    if (b->vt->command == NULL)
+        return SG_ENOTSUP;
+    return b->vt->command(b, argc, argv, lens, cb, arg);
 }

@@ -19,6 +19,29 @@
 
 typedef struct sg_broker sg_broker_t;
 
+/* Reply types of sg_broker_command (Redis RESP2). */
+enum {
+    SG_REPLY_STRING,
+    SG_REPLY_STATUS,
+    SG_REPLY_INTEGER,
+    SG_REPLY_NIL,
+    SG_REPLY_ARRAY,
+    SG_REPLY_ERROR,
+};
+
+/* A Redis reply, without hiredis types. Read-only; owned by the broker and
+ * valid only during the callback that receives it. `str`/`len` for
+ * STRING, STATUS and ERROR (binary-safe, also NUL-terminated); `integer`
+ * for INTEGER; `elements`/`n` for ARRAY (elements may be arrays). */
+typedef struct sg_reply {
+    int type;
+    long long integer;
+    const char *str;
+    size_t len;
+    size_t n;
+    const struct sg_reply *elements;
+} sg_reply_t;
+
 /* A message published on a session's channel (payload is raw producer
  * JSON, not NUL-terminated; valid only during the call). */
 typedef void (*sg_broker_message_cb)(void *arg, const char *session_id,
@@ -45,6 +68,10 @@ typedef void (*sg_broker_append_cb)(void *arg, int status, uint64_t offset);
 /* Read result; `st` is valid only during the call (NULL on error). */
 typedef void (*sg_broker_read_cb)(void *arg, int status,
                                   const sg_stream_state_t *st);
+/* Command result: status 0 with `reply` (an error reply is status 0 with
+ * type SG_REPLY_ERROR), or a negative code with `reply` NULL. */
+typedef void (*sg_broker_reply_cb)(void *arg, int status,
+                                   const sg_reply_t *reply);
 
 typedef struct sg_broker_handlers {
     sg_broker_message_cb on_message;       /* raw chat:stream:{sid} */
@@ -109,6 +136,22 @@ int sg_broker_stream_read(sg_broker_t *b, const char *session_id,
                           uint64_t since, int with_history,
                           sg_broker_read_cb cb, void *arg);
 
+/* Sends any Redis command (argv[0] is its name; args binary-safe, lens
+ * required) on the command connection; used by sg.redis and sg.cache.
+ * argv/lens stay the caller's (copied before returning). The reply arrives
+ * through `cb` (never synchronously). Results: SG_EINVAL for argc < 1 or a
+ * command that would break the shared connection's state (the subscribe
+ * family, MONITOR, SELECT, AUTH, HELLO, QUIT, RESET, CLIENT REPLY,
+ * MULTI/EXEC/DISCARD/WATCH/UNWATCH, SYNC/PSYNC and blocking commands such
+ * as BLPOP or XREAD BLOCK); SG_ENOTREADY when disconnected; SG_ECLOSED
+ * after close; SG_ENOTSUP for the memory engine. Pending commands get
+ * SG_EIO when the connection is lost, SG_ECANCELED on close, and
+ * SG_ETIMEOUT after redis.command_timeout: the connection pair is then torn
+ * down and reconnected (a reply still due would desynchronise it), so
+ * every other pending operation fails with SG_EIO. */
+int sg_broker_command(sg_broker_t *b, int argc, const char *const *argv,
+                      const size_t *lens, sg_broker_reply_cb cb, void *arg);
+
 /* Starts closing: pending callbacks complete with SG_ECANCELED, handles are
  * closed, then `cb` is called from the loop and the broker is freed. */
 void sg_broker_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg);
@@ -134,6 +177,9 @@ typedef struct sg_broker_vtable {
                          void *arg);
     int (*stream_read)(sg_broker_t *b, const char *sid, uint64_t since,
                        int with_history, sg_broker_read_cb cb, void *arg);
+    /* NULL means SG_ENOTSUP (test doubles may leave it out). */
+    int (*command)(sg_broker_t *b, int argc, const char *const *argv,
+                   const size_t *lens, sg_broker_reply_cb cb, void *arg);
 } sg_broker_vtable_t;
 
 /* Every engine struct starts with this header. */

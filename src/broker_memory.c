@@ -887,6 +887,13 @@ static int mem_stream_read(sg_broker_t *base, const char *sid,
     return 0;
 }
 
+/* Raw Redis commands have no in-process equivalent. */
+static int mem_command(sg_broker_t *base, int argc, const char *const *argv,
+                       const size_t *lens, sg_broker_reply_cb cb, void *arg)
+{
+    return SG_ENOTSUP;
+}
+
 static int mem_is_ready(const sg_broker_t *base)
 {
     return !((const broker_memory_t *)base)->closing;
@@ -959,4 +966,5 @@ static const sg_broker_vtable_t broker_memory_vt = {
     .close = mem_close,
     .stream_append = mem_stream_append,
     .stream_read = mem_stream_read,
+    .command = mem_command,
 };

@@ -5,12 +5,13 @@
  *
  * `sub` carries only (UN)SUBSCRIBE: hiredis 0.14 misroutes or disconnects
  * on any other command in subscribed mode (deps.md §2). `cmd` carries
- * PUBLISH, RPUSH, EXPIRE, LRANGE, DEL and EVALSHA. Both do AUTH and SELECT
- * first; `cmd` then loads the stream scripts (SCRIPT LOAD); the engine is
- * ready when both have finished. Losing either tears both down and
- * reconnects them with exponential backoff plus jitter; the wanted set of
- * sessions survives and is resubscribed (both channels of each, with one
- * on_subscribed once both are confirmed).
+ * PUBLISH, RPUSH, EXPIRE, LRANGE, DEL and EVALSHA, and the raw commands of
+ * sg_broker_command (scripts), minus those that would change its state.
+ * Both do AUTH and SELECT first; `cmd` then loads the stream scripts
+ * (SCRIPT LOAD); the engine is ready when both have finished. Losing
+ * either tears both down and reconnects them with exponential backoff plus
+ * jitter; the wanted set of sessions survives and is resubscribed (both
+ * channels of each, with one on_subscribed once both are confirmed).
  *
  * Every hiredis context is freed from a loop timer (defer_timer), never
  * from a hiredis callback (see redis_uv.h for why). */
@@ -751,6 +752,189 @@ static size_t br_subscription_count(const sg_broker_t *base)
     return ((const broker_redis_t *)base)->wanted_count;
 }
 
+/* ---- raw commands (sg_broker_command) ---------------------------------- */
+
+/* One raw command. Freed by its timer's close callback, which is started
+ * only from the hiredis reply callback (every queued command gets exactly
+ * one, a NULL reply at the latest when the context is freed), so the op
+ * never outlives a callback that could still touch it. */
+typedef struct cmd_op {
+    broker_redis_t *b;
+    sg_broker_reply_cb cb;
+    void *arg;
+    int finished; /* cb already called (timeout) */
+    uv_timer_t timer;
+} cmd_op_t;
+
+/* Commands that would change the shared connection's state for every
+ * other user of it (reply routing, db, identity, transactions) or block
+ * it for everyone. */
+static const char *const br_refused[] = {
+    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+    "SUNSUBSCRIBE", "MONITOR", "SELECT", "AUTH", "HELLO", "QUIT", "RESET",
+    "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SYNC", "PSYNC",
+    "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN",
+    "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF", NULL,
+};
+
+static int br_word_is(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+/* 1 when the command may run on the shared command connection. */
+static int br_command_allowed(int argc, const char *const *argv,
+                              const size_t *lens)
+{
+    for (const char *const *w = br_refused; *w != NULL; w++)
+        if (br_word_is(argv[0], lens[0], *w))
+            return 0;
+    if (br_word_is(argv[0], lens[0], "CLIENT") && argc > 1 &&
+        br_word_is(argv[1], lens[1], "REPLY"))
+        return 0;
+    if (br_word_is(argv[0], lens[0], "XREAD") ||
+        br_word_is(argv[0], lens[0], "XREADGROUP")) {
+        /* Options come before STREAMS; after it are key names. */
+        for (int i = 1; i < argc; i++) {
+            if (br_word_is(argv[i], lens[i], "STREAMS"))
+                break;
+            if (br_word_is(argv[i], lens[i], "BLOCK"))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static void br_reply_free(sg_reply_t *r)
+{
+    if (r->type != SG_REPLY_ARRAY || r->elements == NULL)
+        return;
+    sg_reply_t *el = (sg_reply_t *)r->elements;
+    for (size_t i = 0; i < r->n; i++)
+        br_reply_free(&el[i]);
+    free(el);
+}
+
+/* Converts a hiredis reply (strings are borrowed, arrays allocated).
+ * 0 or SG_ENOMEM (then `out` holds nothing to free). */
+static int br_reply_convert(const redisReply *r, sg_reply_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        out->type = r->type == REDIS_REPLY_STRING   ? SG_REPLY_STRING
+                    : r->type == REDIS_REPLY_STATUS ? SG_REPLY_STATUS
+                                                    : SG_REPLY_ERROR;
+        out->str = r->str;
+        out->len = r->len;
+        return 0;
+    case REDIS_REPLY_INTEGER:
+        out->type = SG_REPLY_INTEGER;
+        out->integer = r->integer;
+        return 0;
+    case REDIS_REPLY_ARRAY:
+        break;
+    default:
+        out->type = SG_REPLY_NIL;
+        return 0;
+    }
+    out->type = SG_REPLY_ARRAY;
+    if (r->elements == 0)
+        return 0;
+    sg_reply_t *el = calloc(r->elements, sizeof(*el));
+    if (el == NULL)
+        return SG_ENOMEM;
+    out->elements = el;
+    for (size_t i = 0; i < r->elements; i++) {
+        if (br_reply_convert(r->element[i], &el[i]) != 0) {
+            br_reply_free(out);
+            out->elements = NULL;
+            return SG_ENOMEM;
+        }
+        out->n = i + 1;
+    }
+    return 0;
+}
+
+static void br_cmd_free(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+static void br_on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    cmd_op_t *op = priv;
+    broker_redis_t *b = op->b;
+    redisReply *reply = r;
+    sg_reply_t rep;
+
+    uv_timer_stop(&op->timer);
+    if (op->finished) {
+        /* Timed out: the late reply is dropped. */
+    } else if (reply == NULL) {
+        if (ac == b->cmd)
+            br_conn_lost(b, ac->err ? ac->errstr : "connection lost");
+        op->finished = 1;
+        op->cb(op->arg, br_op_status(b), NULL);
+    } else {
+        int rc = br_reply_convert(reply, &rep);
+        op->finished = 1;
+        op->cb(op->arg, rc, rc == 0 ? &rep : NULL);
+        if (rc == 0)
+            br_reply_free(&rep);
+    }
+    uv_close((uv_handle_t *)&op->timer, br_cmd_free);
+}
+
+/* The reply is overdue. Its slot in hiredis's reply queue stays taken, and
+ * a reply arriving later would be matched to it, so the connection can no
+ * longer be trusted: it is torn down and reconnected (the advice of
+ * lua-resty-redis: close a connection that timed out mid-reply). */
+static void br_on_cmd_timeout(uv_timer_t *timer)
+{
+    cmd_op_t *op = timer->data;
+    broker_redis_t *b = op->b;
+
+    op->finished = 1;
+    if (b->closing) {
+        op->cb(op->arg, SG_ECANCELED, NULL);
+        return;
+    }
+    br_conn_lost(b, "command timeout");
+    op->cb(op->arg, SG_ETIMEOUT, NULL);
+}
+
+static int br_command(sg_broker_t *base, int argc, const char *const *argv,
+                      const size_t *lens, sg_broker_reply_cb cb, void *arg)
+{
+    broker_redis_t *b = (broker_redis_t *)base;
+
+    assert(cb != NULL);
+    if (b->closing)
+        return SG_ECLOSED;
+    if (argc < 1 || !br_command_allowed(argc, argv, lens))
+        return SG_EINVAL;
+    if (!b->ready)
+        return SG_ENOTREADY;
+    cmd_op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return SG_ENOMEM;
+    op->b = b;
+    op->cb = cb;
+    op->arg = arg;
+    uv_timer_init(b->loop, &op->timer);
+    op->timer.data = op;
+    if (redisAsyncCommandArgv(b->cmd, br_on_cmd_reply, op, argc,
+                              (const char **)argv, lens) != REDIS_OK) {
+        uv_close((uv_handle_t *)&op->timer, br_cmd_free);
+        return SG_EIO;
+    }
+    uv_timer_start(&op->timer, br_on_cmd_timeout, b->command_timeout_ms, 0);
+    return 0;
+}
+
 /* ---- state ------------------------------------------------------------- */
 
 static int br_is_ready(const sg_broker_t *base)
@@ -811,6 +995,7 @@ sg_broker_t *sg_broker_redis_new(uv_loop_t *loop, const sg_config_t *cfg,
         goto fail;
     b->db = cfg->redis.db;
     b->connect_timeout_ms = br_ms(cfg->redis.connect_timeout, 2000);
+    b->command_timeout_ms = br_ms(cfg->redis.command_timeout, 5000);
     b->min_delay_ms = br_ms(cfg->redis.reconnect_min_delay, 100);
     b->max_delay_ms = br_ms(cfg->redis.reconnect_max_delay, 5000);
     if (b->max_delay_ms < b->min_delay_ms)
@@ -856,4 +1041,5 @@ static const sg_broker_vtable_t broker_redis_vt = {
     .close = br_close,
     .stream_append = sg__broker_redis_stream_append,
     .stream_read = sg__broker_redis_stream_read,
+    .command = br_command,
 };

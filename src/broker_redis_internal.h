@@ -50,6 +50,7 @@ typedef struct broker_redis {
     char *password;
     int db;
     uint64_t connect_timeout_ms;
+    uint64_t command_timeout_ms; /* sg_broker_command only */
     uint64_t min_delay_ms;
     uint64_t max_delay_ms;
     int history_ttl;

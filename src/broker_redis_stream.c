@@ -82,9 +82,11 @@ typedef struct read_result {
 
 /* ---- keys, channels and the epoch -------------------------------------- */
 
+/* Session ids are validated (<= 128 chars) before they get here, so the
+ * key always fits; the precision bounds what the compiler must assume. */
 static void brs_key(char *out, const char *sid, const char *suffix)
 {
-    snprintf(out, BR_KEY_MAX, "sg:{%s}:%s", sid, suffix);
+    snprintf(out, BR_KEY_MAX, "sg:{%.128s}:%.32s", sid, suffix);
 }
 
 /* 16 lowercase hex chars from the kernel's CSPRNG (urandom as fallback,

@@ -22,7 +22,8 @@
     XX(EXISTS, "exists")                                                       \
     XX(SCRIPT, "script error")                                                 \
     XX(CONFIG, "bad config")                                                   \
-    XX(REMOTE, "remote error")
+    XX(REMOTE, "remote error")                                                 \
+    XX(NOTSUP, "not supported")
 
 enum {
     SG_OK = 0,

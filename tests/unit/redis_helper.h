@@ -143,7 +143,7 @@ static long long test_redis_int(const test_redis_t *r, const char *fmt,
 }
 
 /* PUBSUB NUMSUB <channel> -> subscriber count, or -1000. */
-static long long test_redis_numsub(const test_redis_t *r, const char *chan)
+__attribute__((unused)) static long long test_redis_numsub(const test_redis_t *r, const char *chan)
 {
     long long v = -1000;
     redisContext *c = test_redis_client(r);
@@ -160,7 +160,7 @@ static long long test_redis_numsub(const test_redis_t *r, const char *chan)
 }
 
 /* PUBLISH from an independent client; returns receivers or -1000. */
-static long long test_redis_publish(const test_redis_t *r, const char *chan,
+__attribute__((unused)) static long long test_redis_publish(const test_redis_t *r, const char *chan,
                                     const char *payload, size_t len)
 {
     long long v = -1000;

@@ -21,6 +21,7 @@
 #include "../../src/redis_uv.c"
 #include "../../src/broker_redis.c"
 #include "../../src/broker_redis_stream.c"
+#include "../../src/broker_memory.c"
 
 #include "redis_helper.h"
 
@@ -50,6 +51,7 @@ static rec_t rec;
 static sg_config_t cfg;
 static test_redis_t srv;
 static double connect_timeout_s = 1;
+static double command_timeout_s = 0; /* 0: the default (5 s) */
 
 /* ---- callbacks ---------------------------------------------------------- */
 
@@ -145,6 +147,7 @@ static sg_broker_t *new_broker(int port, const char *password)
     cfg.redis.port = port;
     cfg.redis.password = (char *)password;
     cfg.redis.connect_timeout = connect_timeout_s;
+    cfg.redis.command_timeout = command_timeout_s;
     cfg.redis.reconnect_min_delay = 0.05;
     cfg.redis.reconnect_max_delay = 0.2;
     cfg.stream.history_ttl = 300;
@@ -565,6 +568,259 @@ static void test_broker_connect_timeout(void **state)
     close(lfd);
 }
 
+/* ---- raw commands (sg_broker_command) ---------------------------------- */
+
+/* The last reply, flattened to text: "S:OK", "$:a\\0b" (binary kept),
+ * ":42", "nil", "!ERR ...", arrays as "[x,y,[z]]". */
+typedef struct cmd_rec {
+    int calls;
+    int status;
+    char text[256];
+    size_t len;
+} cmd_rec_t;
+
+static cmd_rec_t crec[8];
+
+static void cmd_put(char *out, size_t *len, size_t cap, const char *s,
+                    size_t n)
+{
+    if (*len + n >= cap)
+        n = cap - *len - 1;
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[*len] = '\0';
+}
+
+static void cmd_flatten(const sg_reply_t *r, char *out, size_t *len,
+                        size_t cap)
+{
+    char num[32];
+    switch (r->type) {
+    case SG_REPLY_STRING:
+        cmd_put(out, len, cap, "$:", 2);
+        cmd_put(out, len, cap, r->str, r->len);
+        break;
+    case SG_REPLY_STATUS:
+        cmd_put(out, len, cap, "S:", 2);
+        cmd_put(out, len, cap, r->str, r->len);
+        break;
+    case SG_REPLY_ERROR:
+        cmd_put(out, len, cap, "!", 1);
+        cmd_put(out, len, cap, r->str, r->len);
+        break;
+    case SG_REPLY_INTEGER:
+        snprintf(num, sizeof(num), ":%lld", r->integer);
+        cmd_put(out, len, cap, num, strlen(num));
+        break;
+    case SG_REPLY_NIL:
+        cmd_put(out, len, cap, "nil", 3);
+        break;
+    case SG_REPLY_ARRAY:
+        cmd_put(out, len, cap, "[", 1);
+        for (size_t i = 0; i < r->n; i++) {
+            if (i > 0)
+                cmd_put(out, len, cap, ",", 1);
+            cmd_flatten(&r->elements[i], out, len, cap);
+        }
+        cmd_put(out, len, cap, "]", 1);
+        break;
+    default:
+        fail_msg("unknown reply type %d", r->type);
+    }
+}
+
+static void on_cmd(void *arg, int status, const sg_reply_t *reply)
+{
+    cmd_rec_t *c = arg;
+    c->calls++;
+    c->status = status;
+    c->len = 0;
+    c->text[0] = '\0';
+    if (status == 0) {
+        assert_non_null(reply);
+        cmd_flatten(reply, c->text, &c->len, sizeof(c->text));
+    } else {
+        assert_null(reply);
+    }
+}
+
+/* Sends argv (NULL-terminated, all strings) and waits for the reply. */
+static void cmd_run(sg_broker_t *b, cmd_rec_t *c, const char *const *argv)
+{
+    size_t lens[16];
+    int argc = 0;
+    while (argv[argc] != NULL) {
+        lens[argc] = strlen(argv[argc]);
+        argc++;
+    }
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(sg_broker_command(b, argc, argv, lens, on_cmd, c), 0);
+    assert_int_equal(c->calls, 0); /* never synchronous */
+    assert_true(run_until(&c->calls, 1, 3000));
+}
+
+static int cmd_refused(sg_broker_t *b, const char *const *argv)
+{
+    size_t lens[16];
+    int argc = 0;
+    while (argv[argc] != NULL) {
+        lens[argc] = strlen(argv[argc]);
+        argc++;
+    }
+    return sg_broker_command(b, argc, argv, lens, on_cmd, &crec[7]);
+}
+
+#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void test_command_replies(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    const char *set[] = {"SET", "k", "a\0b"};
+    size_t set_lens[] = {3, 1, 3};
+    memset(&crec[0], 0, sizeof(crec[0]));
+    assert_int_equal(sg_broker_command(b, 3, set, set_lens, on_cmd,
+                                       &crec[0]), 0);
+    assert_true(run_until(&crec[0].calls, 1, 3000));
+    assert_int_equal(crec[0].status, 0);
+    assert_string_equal(crec[0].text, "S:OK");
+
+    cmd_run(b, &crec[0], ARGV("get", "k"));
+    assert_int_equal(crec[0].len, 5);
+    assert_memory_equal(crec[0].text, "$:a\0b", 5); /* binary-safe */
+    cmd_run(b, &crec[0], ARGV("INCRBY", "n", "41"));
+    cmd_run(b, &crec[0], ARGV("INCR", "n"));
+    assert_string_equal(crec[0].text, ":42");
+    cmd_run(b, &crec[0], ARGV("GET", "missing"));
+    assert_string_equal(crec[0].text, "nil");
+    cmd_run(b, &crec[0], ARGV("LRANGE", "missing", "0", "-1"));
+    assert_string_equal(crec[0].text, "[]");
+    cmd_run(b, &crec[0], ARGV("RPUSH", "l", "x", "y"));
+    cmd_run(b, &crec[0], ARGV("LRANGE", "l", "0", "-1"));
+    assert_string_equal(crec[0].text, "[$:x,$:y]");
+    cmd_run(b, &crec[0], ARGV("XADD", "st", "1-1", "f", "v"));
+    cmd_run(b, &crec[0], ARGV("XRANGE", "st", "-", "+"));
+    assert_string_equal(crec[0].text, "[[$:1-1,[$:f,$:v]]]");
+    cmd_run(b, &crec[0], ARGV("EVAL", "return {1, false, 'z'}", "0"));
+    assert_string_equal(crec[0].text, "[:1,nil,$:z]");
+    cmd_run(b, &crec[0], ARGV("NOSUCHCMD", "x"));
+    assert_int_equal(crec[0].status, 0);
+    assert_true(strncmp(crec[0].text, "!ERR unknown command", 20) == 0);
+    cmd_run(b, &crec[0], ARGV("PING"));
+    assert_string_equal(crec[0].text, "S:PONG"); /* connection intact */
+    /* XREAD without BLOCK is fine, even on a key named BLOCK. */
+    cmd_run(b, &crec[0], ARGV("XREAD", "COUNT", "1", "STREAMS", "BLOCK",
+                              "0"));
+    assert_string_equal(crec[0].text, "nil");
+    assert_int_equal(rec.down_events, 0);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+static void test_command_refused(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    sg_broker_t *b = up_broker(NULL);
+    const char *const *bad[] = {
+        ARGV("SUBSCRIBE", "c"), ARGV("psubscribe", "c*"),
+        ARGV("UNSUBSCRIBE"), ARGV("MONITOR"), ARGV("select", "1"),
+        ARGV("AUTH", "x"), ARGV("QUIT"), ARGV("HELLO", "3"),
+        ARGV("MULTI"), ARGV("EXEC"), ARGV("WATCH", "k"),
+        ARGV("client", "reply", "off"), ARGV("BLPOP", "l", "0"),
+        ARGV("XREAD", "BLOCK", "0", "STREAMS", "s", "$"),
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (cmd_refused(b, bad[i]) != SG_EINVAL)
+            fail_msg("%s was not refused", bad[i][0]);
+    assert_int_equal(sg_broker_command(b, 0, NULL, NULL, on_cmd, &crec[7]),
+                     SG_EINVAL);
+    cmd_run(b, &crec[0], ARGV("CLIENT", "GETNAME")); /* CLIENT is fine */
+    assert_string_equal(crec[0].text, "nil");
+    run_for(50);
+    assert_int_equal(crec[7].calls, 0);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
+static void test_command_not_ready_closed_and_memory(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    int port = test_redis_free_port();
+    sg_broker_t *b = new_broker(port, NULL);
+    run_for(100);
+    memset(&crec[0], 0, sizeof(crec[0]));
+    assert_int_equal(cmd_refused(b, ARGV("PING")), SG_ENOTREADY);
+    close_broker(b);
+    assert_int_equal(crec[7].calls, 0);
+
+    /* Pending commands are cancelled by close. */
+    b = up_broker(NULL);
+    size_t lens[] = {4};
+    const char *ping[] = {"PING"};
+    memset(crec, 0, sizeof(crec));
+    assert_int_equal(sg_broker_command(b, 1, ping, lens, on_cmd, &crec[0]),
+                     0);
+    sg_broker_close(b, on_closed, &rec);
+    assert_int_equal(sg_broker_command(b, 1, ping, lens, on_cmd, &crec[1]),
+                     SG_ECLOSED);
+    uv_close((uv_handle_t *)&ticker, NULL);
+    uv_close((uv_handle_t *)&watchdog, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(crec[0].calls, 1);
+    assert_int_equal(crec[0].status, SG_ECANCELED);
+    assert_int_equal(crec[1].calls, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    test_redis_kill(&srv);
+
+    /* The memory engine does not do raw commands. */
+    sg_config_t mcfg;
+    memset(&mcfg, 0, sizeof(mcfg));
+    assert_int_equal(uv_loop_init(&loop), 0);
+    sg_broker_handlers_t h = {NULL, NULL, NULL, NULL, NULL};
+    sg_broker_t *m = sg_broker_memory_new(&loop, &mcfg, &h);
+    assert_int_equal(sg_broker_command(m, 1, ping, lens, on_cmd, &crec[0]),
+                     SG_ENOTSUP);
+    assert_string_equal(sg_strerror(SG_ENOTSUP), "not supported");
+    sg_broker_close(m, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A hung server (SIGSTOP): the command times out, the pair is torn down
+ * (other pending ops fail with SG_EIO), and after SIGCONT the broker is
+ * back and the late reply went nowhere. */
+static void test_command_timeout(void **state)
+{
+    SKIP_WITHOUT_REDIS();
+    command_timeout_s = 0.3;
+    sg_broker_t *b = up_broker(NULL);
+    command_timeout_s = 0;
+    memset(crec, 0, sizeof(crec));
+    const char *incr[] = {"INCR", "late"};
+    size_t lens[] = {4, 4};
+    kill(srv.pid, SIGSTOP);
+    uint64_t t0 = uv_now(&loop);
+    assert_int_equal(sg_broker_command(b, 2, incr, lens, on_cmd, &crec[0]),
+                     0);
+    assert_int_equal(sg_broker_history_get(b, "s1", on_list, &rec), 0);
+    assert_true(run_until(&crec[0].calls, 1, 3000));
+    uint64_t took = uv_now(&loop) - t0;
+    assert_int_equal(crec[0].status, SG_ETIMEOUT);
+    assert_true(took >= 290 && took < 1000);
+    assert_true(run_until(&rec.lists, 1, 1000));
+    assert_int_equal(rec.list_status, SG_EIO);
+    assert_int_equal(sg_broker_is_ready(b), 0);
+    assert_string_equal(sg_broker_status_text(b), "DOWN: command timeout");
+    kill(srv.pid, SIGCONT);
+    assert_true(run_until(&rec.ready_events, 2, 5000));
+    cmd_run(b, &crec[1], ARGV("GET", "late"));
+    /* The server ran the INCR; our callback saw it exactly once. */
+    assert_string_equal(crec[1].text, "$:1");
+    assert_int_equal(crec[0].calls, 1);
+    close_broker(b);
+    test_redis_kill(&srv);
+}
+
 /* ---- stream conformance fixture --------------------------------------- */
 
 #include "stream_conformance.h"
@@ -927,6 +1183,11 @@ int main(void)
         cmocka_unit_test_teardown(test_close_while_connecting, teardown),
         cmocka_unit_test_teardown(test_kill_and_restart, teardown),
         cmocka_unit_test_teardown(test_broker_connect_timeout, teardown),
+        cmocka_unit_test_teardown(test_command_replies, teardown),
+        cmocka_unit_test_teardown(test_command_refused, teardown),
+        cmocka_unit_test_teardown(test_command_not_ready_closed_and_memory,
+                                  teardown),
+        cmocka_unit_test_teardown(test_command_timeout, teardown),
         SC_CONFORMANCE_TESTS(sc_setup, teardown),
         SC_T(test_stream_two_nodes_log_and_deliver_once, sc_setup, teardown),
         SC_T(test_stream_node_closed_midway_other_continues, sc_setup,
