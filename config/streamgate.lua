@@ -69,6 +69,15 @@ return {
 
     lua = {
         path = "lua",               -- script directory [STREAMGATE_LUA_PATH]
+        watch = false,              -- reload on file changes [STREAMGATE_LUA_WATCH]
+        hook_timeout = 0.5,         -- seconds per hook resume; 0 = no budget
+                                    -- (and the JIT stays on)
+        memory_limit = 256,         -- MiB per Lua state; 0 = no limit
+    },
+
+    admin = {
+        -- token = "...",           -- /admin/ routes need it [ADMIN_TOKEN];
+                                    -- unset: loopback peers only
     },
 
     demo = {
@@ -80,5 +89,27 @@ return {
         format = "text",    -- "text" | "json" [LOG_FORMAT]
     },
 
-    -- plugins = {},        -- plugin settings (accepted, not used yet)
+    -- Plugins (lua/plugins/NAME/, docs/plugins.md). A listed plugin is
+    -- enabled unless enabled = false; its config is validated at start-up
+    -- and on reload even when disabled. Shown with their defaults:
+    -- plugins = {
+    --     ["rate-limiting"] = { enabled = true, config = {
+    --         frames_per_second = 20, -- inbound frames per second, >= 1
+    --         -- frames_burst = 40,   -- frames per burst window, >= rate
+    --         chat_per_minute = 10,   -- POST /api/chat per minute; 0 = off
+    --         per = "user",           -- "user" | "ip" | "both"
+    --         fault_tolerant = true,  -- Redis down: let traffic through
+    --         max_keys = 10000,       -- embedded mode: keys tracked
+    --     } },
+    --     redact = { enabled = true, config = {
+    --         emails = true,          -- mask e-mail addresses
+    --         patterns = {},          -- Lua patterns, e.g. "%d%d%d%-%d%d%d%d"
+    --         replacement = "[redacted]",
+    --     } },
+    --     presence = { enabled = true, config = {
+    --         broadcast = true,       -- joins/leaves to the session's sockets
+    --         max_users = 100,        -- most users listed per answer
+    --         ttl = 3600,             -- redis mode: seconds the hash lives
+    --     } },
+    -- },
 }

@@ -65,7 +65,8 @@ static const char *const config_upstream_choices[] = {"demo", NULL};
 
 /* Nested tables, in the order they are listed in messages. */
 static const char *const config_sections[] = {
-    "redis", "auth", "limits", "stream", "http", "lua", "demo", "log", NULL};
+    "redis", "auth", "limits", "stream", "http", "lua", "demo", "log",
+    "admin", NULL};
 
 /* clang-format off */
 #define OFF(field) offsetof(sg_config_t, field)
@@ -125,6 +126,11 @@ static const cfg_key_t config_keys[] = {
     KSTR("http.static_dir", http.static_dir, NULL, "STREAMGATE_STATIC_DIR"),
 
     KSTR("lua.path", lua.path, NULL, "STREAMGATE_LUA_PATH"),
+    KBOOL("lua.watch", lua.watch, "STREAMGATE_LUA_WATCH"),
+    KNUM("lua.hook_timeout", lua.hook_timeout, 0, 0, 3600, 1, NULL),
+    KINT("lua.memory_limit", lua.memory_limit, 0, 1048576, 1, NULL),
+
+    KSECRET("admin.token", admin.token, "ADMIN_TOKEN"),
 
     KNUM("demo.words_per_second", demo.words_per_second, 0, 1, 10000, 1,
          "DEMO_WORDS_PER_SECOND"),
@@ -376,6 +382,8 @@ static int config_set_defaults(sg_config_t *cfg)
     cfg->http.cors_origins = strdup("*");
     cfg->http.static_dir = strdup("public");
     cfg->lua.path = strdup("lua");
+    cfg->lua.hook_timeout = 0.5;
+    cfg->lua.memory_limit = 256;
     cfg->demo.words_per_second = 30;
     cfg->log.level = strdup("info");
     cfg->log.format = strdup("text");

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "admin.h"
 #include "chatmsg.h"
 #include "error.h"
 #include "log.h"
@@ -561,6 +562,28 @@ static void http_lua(sg_http_req_t *r)
         r->task = task;
 }
 
+/* ---- admin routes (admin.c) ----------------------------------------- */
+
+static void http_admin(sg_http_req_t *r)
+{
+    char token[256] = "", auth[1024] = "", peer[64] = "";
+    int status = 500;
+    char *body = NULL;
+
+    lws_hdr_custom_copy(r->wsi, token, sizeof(token), "x-admin-token:", 14);
+    lws_hdr_copy(r->wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
+    lws_get_peer_simple(r->wsi, peer, sizeof(peer));
+    sg_admin_req_t req = {method_names[r->method], r->path, token, auth,
+                          peer};
+    sg_admin_handle(r->srv, &req, &status, &body);
+    if (body == NULL) {
+        http_respond_error(r, 500, "Internal server error", "no memory");
+        return;
+    }
+    http_respond(r, status, "application/json", body, strlen(body));
+    free(body);
+}
+
 /* Returns -1 when lws must close the connection. */
 static int http_dispatch(sg_http_req_t *r)
 {
@@ -573,6 +596,10 @@ static int http_dispatch(sg_http_req_t *r)
     }
     if (r->method == M_OPTIONS && http_is_api(r)) {
         http_preflight(r);
+        return 0;
+    }
+    if (strncmp(r->path, "/admin/", 7) == 0) {
+        http_admin(r);
         return 0;
     }
     if (http_builtin(r))

@@ -9,6 +9,15 @@
  * task is abandoned by sg_script_free (or when on_connect yields): its
  * sleep timer is closed through the loop and its broker op is detached, so
  * a broker completion arriving later only frees the op (script_internal.h).
+ *
+ * Hot reload (sg_script_reload): a new state is built and init.lua loaded
+ * in it; only then does it become the live state. Tasks and sg.timer
+ * callbacks of the old state keep running there (every task knows its
+ * state); the old state is closed from the loop once it has neither.
+ *
+ * Budgets: a count hook stops a resume that runs longer than
+ * lua.hook_timeout or a state that grows past lua.memory_limit (see
+ * docs/hot-reload.md for what LuaJIT allows).
  */
 #include <assert.h>
 #include <stdio.h>
@@ -28,6 +37,10 @@
 #include "script_api_core.h"
 #include "script_api_json.h"
 #include "script_api_jwt.h"
+#include "script_api_http.h"
+#include "script_api_cache.h"
+#include "script_api_metrics.h"
+#include "script_api_redis.h"
 #include "script_internal.h"
 
 enum {
@@ -67,6 +80,14 @@ static int task_finish_http(sg_script_task_t *task);
 static void push_conn(lua_State *L, const sg_script_conn_t *conn);
 static void push_optstring(lua_State *L, const char *key, const char *v);
 static void copy_str(char *dst, size_t dstlen, const char *src);
+static sg_script_t *vm_new(sg_script_t *root, unsigned version, char *err,
+                           size_t errlen);
+static void vm_close(sg_script_t *vm);
+static void vm_destroy(sg_script_t *vm);
+static void script_reap(sg_script_t *root);
+static void script_reap_soon(sg_script_t *vm);
+static int script_is_current(lua_State *L);
+static void budget_install(sg_script_t *vm);
 
 /* ---------------------------------------------------------------------
  * Lifecycle
@@ -88,43 +109,201 @@ sg_script_t *sg_script_new(uv_loop_t *loop, const sg_config_t *cfg,
     s->metrics = metrics;
     if (host != NULL)
         s->host = *host;
-    for (int i = 0; i < HOOK_COUNT; i++)
-        s->hook_refs[i] = LUA_NOREF;
-    s->encode_ref = s->decode_ref = LUA_NOREF;
-
-    s->L = luaL_newstate();
-    if (s->L == NULL) {
-        copy_str(err, errlen, "no memory");
-        goto fail;
+    s->root = s;
+    s->live = vm_new(s, 1, err, errlen);
+    if (s->live == NULL) {
+        free(s);
+        return NULL;
     }
-    luaL_openlibs(s->L);
-    lua_pushlightuserdata(s->L, (void *)&script_key);
-    lua_pushlightuserdata(s->L, s);
-    lua_rawset(s->L, LUA_REGISTRYINDEX);
-
-    if (lua_cpcall(s->L, script_open, s) != 0) {
-        snprintf(err, errlen, "lua: failed to open the sg API: %s",
-                 lua_tostring(s->L, -1));
-        goto fail;
-    }
-    if (script_load(s, err, errlen) < 0)
-        goto fail;
+    s->version = 1;
     return s;
+}
 
-fail:
-    if (s->L != NULL)
-        lua_close(s->L);
-    free(s);
-    return NULL;
+static void reaper_closed_cb(uv_handle_t *h)
+{
+    free(h);
 }
 
 void sg_script_free(sg_script_t *s)
 {
     if (s == NULL)
         return;
-    assert(s->current == NULL && "sg_script_free called from a hook");
-    while (s->tasks != NULL) {
-        sg_script_task_t *t = s->tasks;
+    assert(s->root == s && "sg_script_free takes the public handle");
+    vm_destroy(s->live);
+    while (s->retired != NULL) {
+        sg_script_t *vm = s->retired;
+        s->retired = vm->next;
+        vm_destroy(vm);
+    }
+    if (s->reaper != NULL)
+        uv_close((uv_handle_t *)s->reaper, reaper_closed_cb);
+    free(s);
+}
+
+int sg_script_reload(sg_script_t *s, char *err, size_t errlen)
+{
+    assert(s->root == s && "sg_script_reload takes the public handle");
+    sg_script_t *vm = vm_new(s, s->version + 1, err, errlen);
+
+    if (vm == NULL) {
+        s->reload_failures++;
+        SG_ERROR("script", "lua: reload failed, keeping version %u: %s",
+                 s->version, err);
+        return SG_ESCRIPT;
+    }
+    sg_script_t *old = s->live;
+    s->live = vm;
+    s->version = vm->version;
+    s->reloads++;
+    old->next = s->retired;
+    s->retired = old;
+    if (s->reaper == NULL && s->loop != NULL) {
+        s->reaper = malloc(sizeof *s->reaper);
+        if (s->reaper != NULL && uv_timer_init(s->loop, s->reaper) != 0) {
+            free(s->reaper);
+            s->reaper = NULL;
+        }
+        if (s->reaper != NULL)
+            s->reaper->data = s;
+    }
+    SG_INFO("script", "lua: reloaded (version %u)", s->version);
+    script_reap(s);
+    return 0;
+}
+
+unsigned sg_script_version(const sg_script_t *s)
+{
+    return s->version;
+}
+
+uint64_t sg_script_reloads(const sg_script_t *s, uint64_t *failures)
+{
+    if (failures != NULL)
+        *failures = s->reload_failures;
+    return s->reloads;
+}
+
+size_t sg_script_states(const sg_script_t *s)
+{
+    size_t n = 1;
+    for (const sg_script_t *vm = s->retired; vm != NULL; vm = vm->next)
+        n++;
+    return n;
+}
+
+/* ---- states ------------------------------------------------------------ */
+
+/* The allocator of every state: counts bytes and, while a hook runs (or
+ * init.lua loads), refuses growth past lua.memory_limit. LuaJIT turns the
+ * refusal into a "not enough memory" error in that coroutine; the budget
+ * hook then stops the task even if a pcall caught the error. Outside a
+ * resume nothing is refused: an allocation error there would be
+ * unprotected and panic. */
+static void *script_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    sg_script_t *vm = ud;
+    size_t old = ptr != NULL ? osize : 0;
+
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && vm->mem_enforce && vm->mem_limit > 0 &&
+        vm->mem_used - old + nsize > vm->mem_limit) {
+        vm->mem_over = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p != NULL)
+        vm->mem_used = vm->mem_used - old + nsize;
+    return p;
+}
+
+static int script_panic(lua_State *L)
+{
+    SG_ERROR("script", "lua: unprotected error: %s",
+             lua_isstring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+    return 0; /* LuaJIT then aborts the process */
+}
+
+static int script_jit_refused(lua_State *L)
+{
+    return luaL_error(L, "jit.on is disabled: hooks run in the interpreter "
+                         "while lua.hook_timeout is set");
+}
+
+/* Builds one state: libraries, the sg API, init.lua, the budget hook. NULL
+ * with a message in `err` (file:line for script errors). */
+static sg_script_t *vm_new(sg_script_t *root, unsigned version, char *err,
+                           size_t errlen)
+{
+    sg_script_t *vm = calloc(1, sizeof *vm);
+    if (vm == NULL) {
+        copy_str(err, errlen, "no memory");
+        return NULL;
+    }
+    vm->loop = root->loop;
+    vm->cfg = root->cfg;
+    vm->broker = root->broker;
+    vm->metrics = root->metrics;
+    vm->host = root->host;
+    vm->root = root;
+    vm->version = version;
+    for (int i = 0; i < HOOK_COUNT; i++)
+        vm->hook_refs[i] = LUA_NOREF;
+    vm->encode_ref = vm->decode_ref = LUA_NOREF;
+    if (vm->cfg->lua.memory_limit > 0)
+        vm->mem_limit = (size_t)vm->cfg->lua.memory_limit << 20;
+
+    /* LuaJIT builds without GC64 refuse custom allocators on x86_64: then
+     * the hook checks collectgarbage("count") instead. */
+    vm->L = lua_newstate(script_alloc, vm);
+    vm->own_alloc = vm->L != NULL;
+    if (vm->L == NULL)
+        vm->L = luaL_newstate();
+    if (vm->L == NULL) {
+        copy_str(err, errlen, "no memory");
+        free(vm);
+        return NULL;
+    }
+    lua_atpanic(vm->L, script_panic);
+    luaL_openlibs(vm->L);
+    lua_pushlightuserdata(vm->L, (void *)&script_key);
+    lua_pushlightuserdata(vm->L, vm);
+    lua_rawset(vm->L, LUA_REGISTRYINDEX);
+
+    if (lua_cpcall(vm->L, script_open, vm) != 0) {
+        snprintf(err, errlen, "lua: failed to open the sg API: %s",
+                 lua_tostring(vm->L, -1));
+        goto fail;
+    }
+    if (script_load(vm, err, errlen) < 0)
+        goto fail;
+    budget_install(vm);
+    return vm;
+
+fail:
+    vm_close(vm);
+    return NULL;
+}
+
+/* Closes a state that has no task and no timer left. */
+static void vm_close(sg_script_t *vm)
+{
+    assert(vm->tasks == NULL && vm->timers == NULL && vm->current == NULL);
+    lua_close(vm->L);
+    vm->root->errors += vm->errors;
+    free(vm);
+}
+
+/* sg_script_free: abandons the tasks (HTTP waiters get a 503), closes the
+ * timers, closes the state. */
+static void vm_destroy(sg_script_t *vm)
+{
+    assert(vm->current == NULL && "sg_script_free called from a hook");
+    while (vm->tasks != NULL) {
+        sg_script_task_t *t = vm->tasks;
         if (t->kind == SG__TASK_HTTP && t->done != NULL) {
             sg_script_http_done_cb done = t->done;
             t->done = NULL;
@@ -133,10 +312,124 @@ void sg_script_free(sg_script_t *s)
         }
         task_abandon(t);
     }
-    while (s->timers != NULL)
-        sg__script_timer_close(s->timers);
-    lua_close(s->L);
-    free(s);
+    while (vm->timers != NULL)
+        sg__script_timer_close(vm->timers);
+    vm_close(vm);
+}
+
+/* Closes the retired states that have nothing left to run. */
+static void script_reap(sg_script_t *root)
+{
+    sg_script_t **pp = &root->retired;
+
+    while (*pp != NULL) {
+        sg_script_t *vm = *pp;
+        if (vm->tasks == NULL && vm->timers == NULL && vm->current == NULL) {
+            *pp = vm->next;
+            SG_DEBUG("script", "lua: closed version %u", vm->version);
+            vm_close(vm);
+        } else {
+            pp = &vm->next;
+        }
+    }
+}
+
+static void script_reap_cb(uv_timer_t *h)
+{
+    script_reap(h->data);
+}
+
+/* A retired state just lost a task: close it from the loop, never from
+ * inside the callback that finished the task (its caller may still hold
+ * the state). */
+static void script_reap_soon(sg_script_t *vm)
+{
+    sg_script_t *root = vm->root;
+
+    if (vm != root->live && root->reaper != NULL && vm->tasks == NULL)
+        uv_timer_start(root->reaper, script_reap_cb, 0, 0);
+}
+
+/* sg.is_current() -> true while this state is the one new hooks run in
+ * (a periodic sg.timer chain in an old state can stop itself). */
+static int script_is_current(lua_State *L)
+{
+    sg_script_t *vm = sg__script_from(L);
+    lua_pushboolean(L, vm->root->live == vm);
+    return 1;
+}
+
+/* ---- budgets ----------------------------------------------------------- */
+
+/* Every SCRIPT_BUDGET_COUNT VM instructions the hook checks the running
+ * task's deadline (lua.hook_timeout) and the memory limit. LuaJIT calls
+ * hooks only from the interpreter: a loop compiled to a trace would never
+ * see it, so the JIT is off in states with a time budget. */
+#define SCRIPT_BUDGET_COUNT 1000
+
+static int budget_memory_over(sg_script_t *vm, lua_State *L)
+{
+    if (vm->mem_over)
+        return 1;
+    if (vm->own_alloc || vm->mem_limit == 0)
+        return 0;
+    if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) << 10 <= vm->mem_limit)
+        return 0;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return (size_t)lua_gc(L, LUA_GCCOUNT, 0) << 10 > vm->mem_limit;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    sg_script_t *vm = sg__script_from(L);
+    sg_script_task_t *task = vm->current;
+    int mem;
+
+    if (task == NULL)
+        return;
+    mem = budget_memory_over(vm, L);
+    if (!mem && (vm->deadline == 0 || uv_hrtime() <= vm->deadline))
+        return;
+    if (!task->stopped) {
+        task->stopped = 1;
+        lua_getinfo(L, "Sl", ar);
+        if (mem)
+            snprintf(task->stop_msg, sizeof task->stop_msg,
+                     "%s:%d: %s exceeded its memory limit (%d MiB)",
+                     ar->short_src, ar->currentline, task->hook,
+                     vm->cfg->lua.memory_limit);
+        else
+            snprintf(task->stop_msg, sizeof task->stop_msg,
+                     "%s:%d: %s exceeded its time budget (%g s)",
+                     ar->short_src, ar->currentline, task->hook,
+                     vm->cfg->lua.hook_timeout);
+    }
+    /* A yield from a hook cannot be caught by pcall: the task is left
+     * suspended and task_after fails it. In a coroutine the script made
+     * itself, an error ends that coroutine; the next check yields the
+     * task. */
+    if (L == task->co) {
+        lua_yield(L, 0);
+        return;
+    }
+    luaL_error(L, "%s", task->stop_msg);
+}
+
+static void budget_install(sg_script_t *vm)
+{
+    const sg_config_t *cfg = vm->cfg;
+
+    if (cfg->lua.hook_timeout > 0) {
+        luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+        lua_getglobal(vm->L, "jit");
+        if (lua_istable(vm->L, -1)) {
+            lua_pushcfunction(vm->L, script_jit_refused);
+            lua_setfield(vm->L, -2, "on");
+        }
+        lua_pop(vm->L, 1);
+    }
+    if (cfg->lua.hook_timeout > 0 || cfg->lua.memory_limit > 0)
+        lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, SCRIPT_BUDGET_COUNT);
 }
 
 /* Runs under lua_cpcall: builds the global `sg` table (also
@@ -160,6 +453,14 @@ static int script_open(lua_State *L)
     sg_script_api_stream_open(L);
     sg_script_api_data_open(L);
     sg_script_api_jwt_open(L);
+    sg_script_api_http_open(L);
+    sg_script_api_redis_open(L);
+    sg_script_api_cache_open(L);
+    sg_script_api_metrics_open(L);
+    lua_pushinteger(L, (lua_Integer)s->version);
+    lua_setfield(L, -2, "version");
+    lua_pushcfunction(L, script_is_current);
+    lua_setfield(L, -2, "is_current");
     lua_getfield(L, -2, "loaded");
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "sg");
@@ -172,7 +473,7 @@ static int script_open(lua_State *L)
 /* Loading must finish: a script that loops at load time would hang the
  * start (and `streamgate -t`). A count hook checks a deadline; LuaJIT
  * calls hooks only from the interpreter, so the JIT is off while loading.
- * (Budgets for hooks at run time are issue 4's.) */
+ * Run-time budgets: budget_hook. */
 #define SCRIPT_LOAD_BUDGET_MS 5000
 static uint64_t script_load_deadline;
 
@@ -197,8 +498,11 @@ static int script_load(sg_script_t *s, char *err, size_t errlen)
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     lua_sethook(L, script_load_hook, LUA_MASKCOUNT, 10000);
     int rc = luaL_loadfile(L, path);
-    if (rc == 0)
+    if (rc == 0) {
+        s->mem_enforce = 1;
         rc = lua_pcall(L, 0, 1, 0);
+        s->mem_enforce = 0;
+    }
     lua_sethook(L, NULL, 0, 0);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
     if (rc != 0) {
@@ -240,6 +544,7 @@ int sg_script_on_connect(sg_script_t *s, const sg_script_connect_req_t *req,
 {
     int allow = 0;
 
+    s = s->live;
     if (idlen > 0)
         user_id_out[0] = '\0';
     if (s->hook_refs[HOOK_CONNECT] == LUA_NOREF) {
@@ -263,6 +568,11 @@ int sg_script_on_connect(sg_script_t *s, const sg_script_connect_req_t *req,
     push_optstring(co, "method", "GET");
 
     int rc = task_run(task, 1);
+    if (rc == LUA_YIELD && task->stopped) {
+        task_fail(task, task->stop_msg);
+        copy_str(reason, reasonlen, "internal error");
+        return 0;
+    }
     if (rc == LUA_YIELD) {
         s->errors++;
         luaL_where(co, 1);
@@ -318,6 +628,11 @@ static void chunk_take_field(lua_State *co, int idx, const char *name,
 
 int sg_script_on_chunk(sg_script_t *s, sg_chatmsg_t *msg)
 {
+    /* Callers hold the root (the server) or a task's own state (sg.append
+     * in a coroutine of a retired state): the live state's policy applies
+     * to every chunk appended from now on. */
+    if (s != NULL)
+        s = s->root->live;
     if (s == NULL || s->hook_refs[HOOK_CHUNK] == LUA_NOREF)
         return 1; /* the common case costs one comparison */
     sg_script_task_t *task = task_new(s, SG__TASK_CHUNK, "on_chunk");
@@ -343,6 +658,11 @@ int sg_script_on_chunk(sg_script_t *s, sg_chatmsg_t *msg)
 
     int rc = task_run(task, 1);
     int keep = 1;
+    if (rc == LUA_YIELD && task->stopped) {
+        task_fail(task, task->stop_msg);
+        luaL_unref(s->L, LUA_REGISTRYINDEX, ref);
+        return 1;
+    }
     if (rc == LUA_YIELD) {
         s->errors++;
         SG_ERROR("script", "on_chunk yielded: it must transform without "
@@ -371,6 +691,7 @@ int sg_script_on_chunk(sg_script_t *s, sg_chatmsg_t *msg)
 void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
                           const char *text, size_t len)
 {
+    s = s->live;
     if (s->hook_refs[HOOK_MESSAGE] == LUA_NOREF)
         return;
     sg_script_task_t *task = task_new(s, SG__TASK_MESSAGE, "on_message");
@@ -383,6 +704,7 @@ void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
 
 void sg_script_on_disconnect(sg_script_t *s, const sg_script_conn_t *conn)
 {
+    s = s->live;
     if (s->hook_refs[HOOK_DISCONNECT] == LUA_NOREF)
         return;
     sg_script_task_t *task =
@@ -428,6 +750,7 @@ void sg_script_http(sg_script_t *s, const sg_script_http_req_t *req,
 {
     if (task_out != NULL)
         *task_out = NULL;
+    s = s->live;
     if (s->hook_refs[HOOK_HTTP] == LUA_NOREF) {
         done(ctx, 0, NULL, NULL, 0, NULL);
         return;
@@ -449,12 +772,18 @@ void sg_script_task_detach(sg_script_task_t *task)
 
 size_t sg_script_pending(const sg_script_t *s)
 {
-    return s->pending;
+    size_t n = s->live->pending;
+    for (const sg_script_t *vm = s->retired; vm != NULL; vm = vm->next)
+        n += vm->pending;
+    return n;
 }
 
 uint64_t sg_script_errors(const sg_script_t *s)
 {
-    return s->errors;
+    uint64_t n = s->errors + s->live->errors;
+    for (const sg_script_t *vm = s->retired; vm != NULL; vm = vm->next)
+        n += vm->errors;
+    return n;
 }
 
 /* ---------------------------------------------------------------------
@@ -539,6 +868,7 @@ static void task_free(sg_script_task_t *task)
         task->next->prev = task->prev;
     luaL_unref(s->L, LUA_REGISTRYINDEX, task->co_ref);
     free(task);
+    script_reap_soon(s);
 }
 
 /* Drops a task without resuming it: its timer is closed and its broker op
@@ -563,10 +893,22 @@ static int task_run(sg_script_task_t *task, int nargs)
 {
     sg_script_t *s = task->s;
     sg_script_task_t *saved = s->current;
+    uint64_t saved_deadline = s->deadline;
+    int saved_enforce = s->mem_enforce;
 
+    /* The time budget is per outermost resume; a nested one (a hook that
+     * synchronously starts another) shares it. */
+    if (saved == NULL) {
+        double t = s->cfg->lua.hook_timeout;
+        s->deadline = t > 0 ? uv_hrtime() + (uint64_t)(t * 1e9) : 0;
+        s->mem_over = 0;
+    }
     s->current = task;
+    s->mem_enforce = 1;
     int rc = lua_resume(task->co, nargs);
+    s->mem_enforce = saved_enforce;
     s->current = saved;
+    s->deadline = saved_deadline;
     return rc;
 }
 
@@ -574,6 +916,10 @@ static int task_run(sg_script_task_t *task, int nargs)
  * (and still alive), 0 when it finished or failed and was freed. */
 static int task_after(sg_script_task_t *task, int rc)
 {
+    if (rc == LUA_YIELD && task->stopped) {
+        task_fail(task, task->stop_msg);
+        return 0;
+    }
     if (rc == LUA_YIELD && task->wait != SG__WAIT_NONE) {
         task->s->pending++;
         return 1;
@@ -618,6 +964,7 @@ static void send_error_frame(sg_script_t *s, uint64_t conn_id)
 static void task_fail(sg_script_task_t *task, const char *msg)
 {
     sg_script_t *s = task->s;
+    int collect = task->stopped || s->mem_over;
 
     s->errors++;
     SG_ERROR("script", "%s failed: %s", task->hook, msg);
@@ -629,6 +976,10 @@ static void task_fail(sg_script_task_t *task, const char *msg)
         task->done = NULL;
     }
     task_abandon(task);
+    /* A stopped loop or allocation bomb leaves garbage: give it back now,
+     * before the next hook meets the memory limit. */
+    if (collect)
+        lua_gc(s->L, LUA_GCCOLLECT, 0);
 }
 
 /* The error value is on top of the dead coroutine's stack. A runtime
@@ -644,6 +995,11 @@ static void task_fail_traceback(sg_script_task_t *task)
     if (msg == NULL) {
         lua_pushfstring(L, "(error object is a %s value)",
                         luaL_typename(co, -1));
+        msg = lua_tostring(L, -1);
+    }
+    if (task->s->mem_over && !task->stopped) {
+        lua_pushfstring(L, "%s exceeded its memory limit (%d MiB): %s",
+                        task->hook, task->s->cfg->lua.memory_limit, msg);
         msg = lua_tostring(L, -1);
     }
     luaL_traceback(L, co, msg, 0);
@@ -739,11 +1095,12 @@ out:
 
 static void push_conn(lua_State *L, const sg_script_conn_t *conn)
 {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushnumber(L, (lua_Number)conn->id);
     lua_setfield(L, -2, "id");
     push_optstring(L, "session_id", conn->session_id);
     push_optstring(L, "user_id", conn->user_id);
+    push_optstring(L, "remote_addr", conn->remote_addr);
 }
 
 static void push_optstring(lua_State *L, const char *key, const char *v)

@@ -60,6 +60,7 @@ typedef struct sg_script_conn {
     uint64_t id;
     const char *session_id;
     const char *user_id;
+    const char *remote_addr; /* peer IP; may be NULL */
 } sg_script_conn_t;
 
 typedef struct sg_script_connect_req {
@@ -134,7 +135,27 @@ void sg_script_http(sg_script_t *s, const sg_script_http_req_t *req,
                     sg_script_task_t **task);
 void sg_script_task_detach(sg_script_task_t *task);
 
-/* Number of coroutines currently suspended (for tests and /admin/status). */
+/* Hot reload: builds a new Lua state with the same API, loads init.lua in
+ * it (with the same 5 s load budget) and, only when that succeeded, makes
+ * it the state new hook calls run in. Tasks suspended in the old state
+ * finish there (their completions resume them in the old state), and so do
+ * sg.timer callbacks created there; the old state is closed from the loop
+ * once it has neither. C-side state (connections, subscriptions, offsets,
+ * sg.data) is not touched. Returns 0, or SG_ESCRIPT with the loader's
+ * message ("lua: <dir>/init.lua:3: ...") in `err`, keeping the old state.
+ * Logs "lua: reloaded (version N)" or "lua: reload failed, keeping
+ * version N: <error>" (the caller counts lua_reloads_total). Must not be
+ * called from a hook. */
+int sg_script_reload(sg_script_t *s, char *err, size_t errlen);
+/* The live state's version: 1 after sg_script_new, +1 per reload. */
+unsigned sg_script_version(const sg_script_t *s);
+/* Successful reloads; *failures (if not NULL) gets the failed ones. */
+uint64_t sg_script_reloads(const sg_script_t *s, uint64_t *failures);
+/* Lua states alive: the live one plus old ones still finishing tasks. */
+size_t sg_script_states(const sg_script_t *s);
+
+/* Number of coroutines currently suspended, in every state (for tests and
+ * /admin/status). */
 size_t sg_script_pending(const sg_script_t *s);
 /* Counters: hooks run, script errors. */
 uint64_t sg_script_errors(const sg_script_t *s);

@@ -48,6 +48,8 @@ struct sg_script_task {
     sg_script_http_done_cb done; /* SG__TASK_HTTP; NULL once detached */
     void *done_ctx;
     const char *hook;            /* hook name, for log lines */
+    int stopped;                 /* the budget hook stopped it (stop_msg) */
+    char stop_msg[256];          /* "file:line: on_message exceeded ..." */
     sg_script_task_t *prev, *next;
 };
 
@@ -70,13 +72,19 @@ struct sg__script_op {
     sg_script_task_t *task;
 };
 
+/* One Lua state ("version") and everything that lives in it. The public
+ * handle (`root`) is an sg_script_t too, without a state of its own: it
+ * points at the live state, which new hook calls use, and keeps the older
+ * states that still have tasks or timers (hot reload, script.c). Every
+ * state copies loop, cfg, broker, metrics and host from the root, so the
+ * sg.* families use whatever sg__script_from() returns. */
 struct sg_script {
     uv_loop_t *loop;
     const sg_config_t *cfg;
     sg_broker_t *broker;
     sg_metrics_t *metrics;
     sg_script_host_t host;
-    lua_State *L;
+    lua_State *L;            /* NULL on the root */
     int hook_refs[5]; /* on_connect, on_message, on_disconnect, on_http,
                          on_chunk (script.c HOOK_*) */
     int encode_ref;          /* cjson.safe.encode */
@@ -87,6 +95,24 @@ struct sg_script {
     size_t pending;
     uint64_t runs;
     uint64_t errors;
+
+    /* Hot reload (script.c). */
+    sg_script_t *root;       /* the public handle; root->root == root */
+    unsigned version;        /* 1 for the first state, +1 per reload */
+    sg_script_t *live;       /* root only: the state new hooks run in */
+    sg_script_t *retired;    /* root only: old states still in use */
+    sg_script_t *next;       /* link in root->retired */
+    uv_timer_t *reaper;      /* root only: closes empty retired states */
+    uint64_t reloads;        /* root only: successful reloads */
+    uint64_t reload_failures;
+
+    /* Budgets (script.c): time per resume and memory per state. */
+    uint64_t deadline;       /* uv_hrtime() limit of the running resume */
+    size_t mem_used;         /* bytes, counted by the allocator */
+    size_t mem_limit;        /* bytes; 0 = none */
+    int mem_enforce;         /* refuse growth past the limit (in a resume) */
+    int mem_over;            /* a growth was refused */
+    int own_alloc;           /* the state uses script.c's allocator */
 };
 
 /* The host owning `L` (any thread of its state). */

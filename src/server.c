@@ -18,7 +18,10 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "http_client.h"
 #include "log.h"
+#include "reload.h"
+#include "script_api_http.h"
 
 #define SERVER_DRAIN_MS 3000
 #define SERVER_DRAIN_TICK_MS 25
@@ -26,6 +29,7 @@
 static const struct lws_protocols server_protocols[] = {
     /* protocols[0] gets connections without a subprotocol (browsers). */
     {"chat", sg__ws_callback, sizeof(sg_pss_t), 4096, 0, NULL, 0},
+    SG_HTTP_CLIENT_PROTOCOL_ENTRY, /* sg.http.request's connections */
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -128,6 +132,10 @@ static int server_register_metrics(sg_server_t *srv)
         "HTTP responses by route kind and status class", "route,status")
     REG(lua_errors, SG_METRIC_COUNTER, "lua_errors_total",
         "Errors raised by Lua hooks", NULL)
+    if (sg_metrics_register(r, SG_METRIC_COUNTER, "lua_reloads_total",
+                            "Hot reloads of the Lua scripts by result",
+                            "result", NULL, 0) == NULL)
+        return SG_ENOMEM;
     REG(rss, SG_METRIC_GAUGE, "process_resident_memory_bytes",
         "Resident memory size in bytes", NULL)
     REG(fds, SG_METRIC_GAUGE, "process_open_fds", "Open file descriptors",
@@ -274,7 +282,7 @@ static int server_script_close(void *data, uint64_t conn_id, int code,
     sg_conn_t *c = sg__ws_find(data, conn_id);
     if (c == NULL || c->closing)
         return SG_ECLOSED;
-    sg__ws_close(c, code, reason ? reason : "");
+    sg__ws_close_after_flush(c, code, reason ? reason : "");
     return 0;
 }
 
@@ -372,7 +380,18 @@ static int server_build(sg_server_t *srv, char *err, size_t errlen)
                                 &host, err, errlen);
     if (srv->script == NULL)
         return SG_ESCRIPT;
-    return server_lws_start(srv, err, errlen);
+    int rc = server_lws_start(srv, err, errlen);
+    if (rc != 0)
+        return rc;
+    /* The client lives in the vhost's per-protocol data (no field here). */
+    sg_http_client_t *hc = sg_http_client_new(srv->loop, srv->lws,
+                                              srv->vhost);
+    if (hc == NULL) {
+        snprintf(err, errlen, "no memory for the HTTP client");
+        return SG_ENOMEM;
+    }
+    sg_script_set_http_client(srv->script, hc);
+    return 0;
 }
 
 static void server_handle_closed(uv_handle_t *h)
@@ -394,12 +413,20 @@ static void server_close_handles(sg_server_t *srv)
     if (srv->stopped)
         return;
     srv->stopped = 1;
+    /* Pending sg.http.request calls resume with nil, "closed" now, while
+     * the script host and lws are intact. */
+    sg_http_client_t *hc = sg_http_client_from_vhost(srv->vhost);
+    sg_http_client_close(hc);
     if (srv->lws != NULL)
         lws_context_destroy(srv->lws); /* first of two calls (deps.md) */
+    sg_reload_close(srv->reload);
+    srv->reload = NULL;
     if (srv->script != NULL) {
+        sg_script_set_http_client(srv->script, NULL);
         sg_script_free(srv->script);
         srv->script = NULL;
     }
+    sg_http_client_free(hc); /* after the scripts: their handles point in */
     if (srv->broker != NULL)
         sg_broker_close(srv->broker, server_broker_closed, srv);
     sg__sessions_close(srv->sessions);
@@ -446,6 +473,7 @@ sg_server_t *sg_server_new(uv_loop_t *loop, const sg_config_t *cfg, char *err,
     }
     uv_signal_start(&srv->sigterm, server_on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, server_on_signal, SIGINT);
+    srv->reload = sg_reload_start(srv);
     SG_INFO("server", "streamgate %s listening on %s:%d (%s mode, node %s, "
                       "upstream %s)",
             SG_VERSION, cfg->listen, cfg->port, sg_broker_mode(srv->broker),

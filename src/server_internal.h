@@ -59,6 +59,7 @@ struct sg_server {
     struct lws_vhost *vhost;
     sg_broker_t *broker;
     sg_script_t *script;
+    struct sg_reload *reload; /* reload.c: SIGHUP, lua.watch */
     sg_metrics_t *metrics;
     sg_core_metrics_t m;
     sg_sessions_t *sessions;
@@ -117,6 +118,7 @@ struct sg_conn {
     struct lws *wsi;
     char *session_id;
     char *user_id;
+    char remote[48];        /* peer IP, for scripts (rate limits per IP) */
     sg_conn_t *sess_next, *sess_prev;
 
     /* Send queue: a ring of frames. */
@@ -180,8 +182,12 @@ int sg__ws_enqueue(sg_conn_t *c, sg_buf_t *b, enum sg_frame_kind kind);
  * sg__ws_enqueue. */
 int sg__ws_enqueue_chunk(sg_conn_t *c, sg_buf_t *b, uint64_t offset,
                          uint64_t mid, int partial);
-/* Starts closing `c` with a WebSocket close code and reason. */
+/* Starts closing `c` with a WebSocket close code and reason; frames still
+ * queued are dropped (slow consumer, shutdown). */
 void sg__ws_close(sg_conn_t *c, int code, const char *reason);
+/* Same, but the frames already queued are written first (a script that
+ * sends an error frame and then closes). No new frame is accepted. */
+void sg__ws_close_after_flush(sg_conn_t *c, int code, const char *reason);
 /* Looks up a connection by script id; NULL when gone. */
 sg_conn_t *sg__ws_find(sg_server_t *srv, uint64_t id);
 /* Closes every WebSocket with 1001 (graceful stop). */

@@ -250,10 +250,11 @@ static int ws_path_ok(struct lws *wsi)
 static int ws_auth(sg_server_t *srv, struct lws *wsi, sg_conn_t *c,
                    const char *token)
 {
-    char origin[256] = "", remote[64] = "";
+    char origin[256] = "";
     int has_origin = lws_hdr_copy(wsi, origin, sizeof(origin),
                                   WSI_TOKEN_ORIGIN) > 0;
-    lws_get_peer_simple(wsi, remote, sizeof(remote));
+    lws_get_peer_simple(wsi, c->remote, sizeof(c->remote));
+    const char *remote = c->remote;
     sg_script_connect_req_t req = {
         .session_id = c->session_id,
         .user_id = c->user_id,
@@ -397,7 +398,7 @@ static void ws_dispatch(sg_server_t *srv, sg_conn_t *c, const char *text,
                            ? "text_ping"
                            : ws_sniff_type(text, len);
     sg_metric_inc1(srv->m.ws_received, type);
-    sg_script_conn_t info = {c->id, c->session_id, c->user_id};
+    sg_script_conn_t info = {c->id, c->session_id, c->user_id, c->remote};
     sg_script_on_message(srv->script, &info, text, len);
     ws_maybe_pause(c);
 }
@@ -587,7 +588,7 @@ static int ws_send_close(sg_conn_t *c, struct lws *wsi)
  * once the queue has drained (see ws_receive). */
 static int ws_writeable(sg_conn_t *c, struct lws *wsi)
 {
-    if (c->closing)
+    if (c->closing && c->qlen == 0)
         return ws_send_close(c, wsi);
     for (int i = 0; i < WS_WRITES_PER_CALLBACK && c->qlen > 0; i++) {
         if (i > 0 && lws_send_pipe_choked(wsi))
@@ -607,24 +608,36 @@ static int ws_writeable(sg_conn_t *c, struct lws *wsi)
         c->rx_paused = 0;
         lws_rx_flow_control(wsi, 1);
     }
-    if (c->qlen > 0)
+    if (c->qlen > 0 || c->closing) /* closing: the close frame is next */
         lws_callback_on_writable(wsi);
     return 0;
 }
 
-void sg__ws_close(sg_conn_t *c, int code, const char *reason)
+static void ws_start_close(sg_conn_t *c, int code, const char *reason,
+                           int flush)
 {
     if (c->closing)
         return;
     c->closing = 1;
     c->close_code = (uint16_t)code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
-    ws_queue_clear(c);
+    if (!flush)
+        ws_queue_clear(c);
     if (c->wsi != NULL) {
         lws_callback_on_writable(c->wsi);
         /* A peer that never reads never makes us writable: bound the wait. */
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
     }
+}
+
+void sg__ws_close(sg_conn_t *c, int code, const char *reason)
+{
+    ws_start_close(c, code, reason, 0);
+}
+
+void sg__ws_close_after_flush(sg_conn_t *c, int code, const char *reason)
+{
+    ws_start_close(c, code, reason, 1);
 }
 
 void sg__ws_close_all(sg_server_t *srv, int code, const char *reason)
@@ -659,7 +672,7 @@ static void ws_closed(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
         return;
     if (c->id != 0) {
         sg__session_detach(srv, c);
-        sg_script_conn_t info = {c->id, c->session_id, c->user_id};
+        sg_script_conn_t info = {c->id, c->session_id, c->user_id, c->remote};
         sg_script_on_disconnect(srv->script, &info);
         sg_metric_add(srv->m.ws_active, NULL, -1);
         sg_metric_inc(srv->m.ws_disconnections);

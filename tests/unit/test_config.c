@@ -18,7 +18,7 @@
 
 #define KNOWN_TOP                                                              \
     "env, listen, port, node_id, upstream, redis, auth, limits, stream, "      \
-    "http, lua, demo, log, plugins"
+    "http, lua, demo, log, admin, plugins"
 
 static const char *const all_env[] = {"PORT",
                                       "STREAMGATE_ENV",

@@ -27,6 +27,14 @@
 #include "../../src/script_api_jwt.c"
 #include "../../src/script_api_stream.c"
 #include "../../src/script_api_data.c"
+#include "../../src/map.c"
+#include "../../src/metrics.c"
+#include "../../src/cache.c"
+#include "../../src/script_api_redis.c"
+#include "../../src/script_api_cache.c"
+#include "../../src/script_api_metrics.c"
+#include "../../src/http_client.c"
+#include "../../src/script_api_http.c"
 
 /* ------------------------------------------------------------------
  * Fake broker: one history list, ops completed from a uv timer.
@@ -208,7 +216,7 @@ static void fake_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg)
 static const sg_broker_vtable_t fake_vt = {
     "embedded", fake_ready, fake_status, fake_sub, fake_sub, fake_count,
     fake_publish, fake_append, fake_get, fake_clear, fake_close,
-    fake_stream_append, fake_stream_read,
+    fake_stream_append, fake_stream_read, NULL,
 };
 
 static fake_broker_t *fake_new(uv_loop_t *loop)
@@ -331,7 +339,7 @@ static void http_done(void *ctx, int status, const char *ctype,
                  headers[1]);
 }
 
-static const sg_script_conn_t conn7 = {7, "sess-1", "alice"};
+static const sg_script_conn_t conn7 = {7, "sess-1", "alice", "127.0.0.1"};
 
 static void on_message(fixture_t *f, const char *text)
 {
