@@ -6,6 +6,8 @@
 -- is not an object with a string `type` gets "Missing message type". Known
 -- types are dispatched through `_M.handlers`, which plugins may extend; an
 -- unknown type gets an error frame naming it. The connection stays open.
+-- Plugins add types to `_M.handlers` and may stop any frame through
+-- `_M.pre_filter(conn, msg_or_nil, text) -> false` (init.lua wires both).
 
 local sg = sg
 local json = sg.json
@@ -134,18 +136,49 @@ function _M.handlers.cancel(conn, msg)
 end
 
 
-function _M.on_message(conn, text)
+-- What a frame is: "ping" (the text ping), "ignore" (text that does not
+-- look like JSON), "invalid" (looks like JSON, does not parse) or "json"
+-- with the decoded value.
+local function parse(text)
     if text == "ping" then
-        return sg_send(conn, "pong")
+        return "ping"
     end
 
-    local first = text:match("^%s*([%[{])")
-    if not first then
-        return
+    if not text:find("^%s*[%[{]") then
+        return "ignore"
     end
 
     local msg = json_decode(text)
     if msg == nil then
+        return "invalid"
+    end
+    return "json", msg
+end
+
+
+--- Every frame passes the plugins' pre-filter first (`_M.pre_filter`,
+-- set by init.lua when a plugin has on_message), whatever it is, so a
+-- rate limit counts pings and garbage too. The filter replies itself when
+-- it stops a frame.
+function _M.on_message(conn, text)
+    local kind, msg = parse(text)
+
+    local filter = _M.pre_filter
+    if filter and filter(conn, type(msg) == "table" and msg or nil,
+                         text) == false
+    then
+        return
+    end
+
+    if kind == "ping" then
+        return sg_send(conn, "pong")
+    end
+
+    if kind == "ignore" then
+        return
+    end
+
+    if kind == "invalid" then
         return sg_send(conn, error_frame(ERR_INVALID_JSON))
     end
 

@@ -2,7 +2,8 @@
 -- (method, path pattern) table and returns status, body[, headers]; a
 -- table body is JSON-encoded by the host. nil means "no route" (the host
 -- answers 404). The answers themselves come from the configured upstream
--- (lua/upstreams/*.lua), set with _M.init{ upstream = ... }.
+-- (lua/upstreams/*.lua), set with _M.init{ upstream = ... }. Plugins add
+-- routes (_M.add_routes) and a pre-filter (_M.pre_filter); see plugins.lua.
 
 local sg = sg
 local json = sg.json
@@ -225,7 +226,26 @@ function _M.init(opts)
 end
 
 
+--- Appends plugin routes { method, pattern, fn(req, capture, claims),
+-- authenticated } after the built-in ones (which therefore win).
+function _M.add_routes(list)
+    for _, r in ipairs(list or {}) do
+        ROUTES[#ROUTES + 1] = r
+    end
+end
+
+
+--- Every request passes the plugins' pre-filter first (`_M.pre_filter`,
+-- set by init.lua when a plugin has on_http): a status ends the request.
 function _M.on_http(req)
+    local filter = _M.pre_filter
+    if filter then
+        local status, body, headers = filter(req)
+        if status ~= nil then
+            return status, body, headers
+        end
+    end
+
     local method, path = req.method, req.path
     for i = 1, #ROUTES do
         local route = ROUTES[i]
