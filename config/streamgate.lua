@@ -70,6 +70,7 @@ return {
     lua = {
         path = "lua",               -- script directory [STREAMGATE_LUA_PATH]
         watch = false,              -- reload on file changes [STREAMGATE_LUA_WATCH]
+        fast_path = false,          -- answer exact ping/heartbeat in C
         hook_timeout = 0.5,         -- seconds per hook resume; 0 = no budget
                                     -- (and the JIT stays on)
         memory_limit = 256,         -- MiB per Lua state; 0 = no limit

@@ -127,6 +127,7 @@ static const cfg_key_t config_keys[] = {
 
     KSTR("lua.path", lua.path, NULL, "STREAMGATE_LUA_PATH"),
     KBOOL("lua.watch", lua.watch, "STREAMGATE_LUA_WATCH"),
+    KBOOL("lua.fast_path", lua.fast_path, NULL),
     KNUM("lua.hook_timeout", lua.hook_timeout, 0, 0, 3600, 1, NULL),
     KINT("lua.memory_limit", lua.memory_limit, 0, 1048576, 1, NULL),
 

@@ -70,6 +70,9 @@ typedef struct sg_config {
     struct {
         char *path;           /* Lua script directory, default "lua" */
         int watch;            /* reload when a file in it changes, default 0 */
+        int fast_path;        /* answer exact ping / heartbeat frames in C,
+                                 without Lua (plugins do not see them);
+                                 default 0 */
         double hook_timeout;  /* seconds one hook resume may run; 0 = no
                                  budget (and the JIT stays on), default 0.5 */
         int memory_limit;     /* MiB per Lua state; 0 = none, default 256 */

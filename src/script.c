@@ -78,6 +78,8 @@ static void task_fail(sg_script_task_t *task, const char *msg);
 static void task_fail_traceback(sg_script_task_t *task);
 static int task_finish_http(sg_script_task_t *task);
 static void push_conn(lua_State *L, const sg_script_conn_t *conn);
+static void push_conn_table(lua_State *L, const sg_script_conn_t *conn);
+static void drop_conn(sg_script_t *vm, uint64_t id);
 static void push_optstring(lua_State *L, const char *key, const char *v);
 static void copy_str(char *dst, size_t dstlen, const char *src);
 static sg_script_t *vm_new(sg_script_t *root, unsigned version, char *err,
@@ -269,6 +271,8 @@ static sg_script_t *vm_new(sg_script_t *root, unsigned version, char *err,
     }
     lua_atpanic(vm->L, script_panic);
     luaL_openlibs(vm->L);
+    lua_newtable(vm->L);
+    vm->conns_ref = luaL_ref(vm->L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(vm->L, (void *)&script_key);
     lua_pushlightuserdata(vm->L, vm);
     lua_rawset(vm->L, LUA_REGISTRYINDEX);
@@ -705,12 +709,15 @@ void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
 void sg_script_on_disconnect(sg_script_t *s, const sg_script_conn_t *conn)
 {
     s = s->live;
-    if (s->hook_refs[HOOK_DISCONNECT] == LUA_NOREF)
+    if (s->hook_refs[HOOK_DISCONNECT] == LUA_NOREF) {
+        drop_conn(s, conn->id);
         return;
+    }
     sg_script_task_t *task =
         task_new(s, SG__TASK_DISCONNECT, "on_disconnect");
     lua_rawgeti(task->co, LUA_REGISTRYINDEX, s->hook_refs[HOOK_DISCONNECT]);
     push_conn(task->co, conn);
+    drop_conn(s, conn->id);
     task_after(task, task_run(task, 1));
 }
 
@@ -846,8 +853,14 @@ static sg_script_task_t *task_new(sg_script_t *s, sg__task_kind_t kind,
     task->s = s;
     task->kind = kind;
     task->hook = hook;
-    task->co = lua_newthread(s->L);
-    task->co_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    if (s->nspare > 0) {
+        s->nspare--;
+        task->co = s->spare_co[s->nspare];
+        task->co_ref = s->spare_ref[s->nspare];
+    } else {
+        task->co = lua_newthread(s->L);
+        task->co_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+    }
     task->next = s->tasks;
     if (s->tasks != NULL)
         s->tasks->prev = task;
@@ -866,7 +879,8 @@ static void task_free(sg_script_task_t *task)
         s->tasks = task->next;
     if (task->next != NULL)
         task->next->prev = task->prev;
-    luaL_unref(s->L, LUA_REGISTRYINDEX, task->co_ref);
+    if (task->co_ref != LUA_NOREF)
+        luaL_unref(s->L, LUA_REGISTRYINDEX, task->co_ref);
     free(task);
     script_reap_soon(s);
 }
@@ -940,6 +954,16 @@ static int task_after(sg_script_task_t *task, int rc)
     }
     if (task->kind == SG__TASK_HTTP && task_finish_http(task) < 0)
         return 0;
+    /* Finished cleanly: the coroutine can run the next hook. */
+    sg_script_t *s = task->s;
+    if (s->nspare < (int)(sizeof(s->spare_co) / sizeof(s->spare_co[0])) &&
+        lua_status(task->co) == 0) {
+        lua_settop(task->co, 0);
+        s->spare_co[s->nspare] = task->co;
+        s->spare_ref[s->nspare] = task->co_ref;
+        s->nspare++;
+        task->co_ref = LUA_NOREF;
+    }
     task_free(task);
     return 0;
 }
@@ -1093,7 +1117,40 @@ out:
  * Helpers
  * ------------------------------------------------------------------- */
 
+/* The conn table a hook receives is built once per connection and kept in
+ * the state (per-frame hooks are the hot path: no table and no string
+ * interning per frame); on_disconnect drops it. */
 static void push_conn(lua_State *L, const sg_script_conn_t *conn)
+{
+    sg_script_t *vm = sg__script_from(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->conns_ref);
+    lua_rawgeti(L, -1, (int)(conn->id & 0x7fffffff) ^ (int)(conn->id >> 31));
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "id");
+        int same = lua_tonumber(L, -1) == (lua_Number)conn->id;
+        lua_pop(L, 1);
+        if (same) {
+            lua_remove(L, -2);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+    push_conn_table(L, conn);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, (int)(conn->id & 0x7fffffff) ^ (int)(conn->id >> 31));
+    lua_remove(L, -2);
+}
+
+static void drop_conn(sg_script_t *vm, uint64_t id)
+{
+    lua_State *L = vm->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->conns_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, (int)(id & 0x7fffffff) ^ (int)(id >> 31));
+    lua_pop(L, 1);
+}
+
+static void push_conn_table(lua_State *L, const sg_script_conn_t *conn)
 {
     lua_createtable(L, 0, 4);
     lua_pushnumber(L, (lua_Number)conn->id);

@@ -88,6 +88,12 @@ struct sg_script {
     int hook_refs[5]; /* on_connect, on_message, on_disconnect, on_http,
                          on_chunk (script.c HOOK_*) */
     int encode_ref;          /* cjson.safe.encode */
+    /* Finished coroutines kept for reuse: a frame's hook then costs no
+     * lua_newthread and no registry churn (script.c task_new/recycle). */
+    lua_State *spare_co[32];
+    int spare_ref[32];
+    int nspare;
+    int conns_ref;           /* registry table: conn id -> conn table */
     int decode_ref;          /* cjson.safe.decode */
     sg_script_task_t *tasks; /* every live task */
     sg__script_timer_t *timers;

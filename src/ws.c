@@ -391,6 +391,30 @@ static void ws_maybe_pause(sg_conn_t *c)
     }
 }
 
+/* lua.fast_path: the exact keep-alive frames answered in C. Anything
+ * else, even an equivalent frame with spaces, goes to the Lua router. */
+static int ws_fast_path(sg_conn_t *c, const char *text, size_t len)
+{
+    static const struct {
+        const char *in, *out;
+    } frames[] = {
+        {"ping", "pong"},
+        {"{\"type\":\"ping\"}", "{\"type\":\"pong\"}"},
+        {"{\"type\":\"heartbeat\"}", "{\"type\":\"heartbeat_ack\"}"},
+    };
+    for (size_t i = 0; i < sizeof(frames) / sizeof(frames[0]); i++) {
+        if (len != strlen(frames[i].in) || memcmp(text, frames[i].in, len))
+            continue;
+        sg_buf_t *b = sg_buf_new(frames[i].out, strlen(frames[i].out));
+        if (b != NULL) {
+            sg__ws_enqueue(c, b, SG_FRAME_OTHER);
+            sg_buf_unref(b);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static void ws_dispatch(sg_server_t *srv, sg_conn_t *c, const char *text,
                         size_t len)
 {
@@ -398,6 +422,10 @@ static void ws_dispatch(sg_server_t *srv, sg_conn_t *c, const char *text,
                            ? "text_ping"
                            : ws_sniff_type(text, len);
     sg_metric_inc1(srv->m.ws_received, type);
+    if (srv->cfg->lua.fast_path && ws_fast_path(c, text, len)) {
+        ws_maybe_pause(c);
+        return;
+    }
     sg_script_conn_t info = {c->id, c->session_id, c->user_id, c->remote};
     sg_script_on_message(srv->script, &info, text, len);
     ws_maybe_pause(c);
