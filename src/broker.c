@@ -2,6 +2,12 @@
  * to the engine's vtable. */
 #include "broker.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
 #include "error.h"
 
 const char *sg_broker_mode(const sg_broker_t *b)
@@ -84,4 +90,26 @@ int sg_broker_command(sg_broker_t *b, int argc, const char *const *argv,
     if (b->vt->command == NULL)
         return SG_ENOTSUP;
     return b->vt->command(b, argc, argv, lens, cb, arg);
+}
+
+void sg__broker_new_epoch(char out[SG_EPOCH_LEN + 1])
+{
+    static uint64_t mix = 0x9e3779b97f4a7c15ull;
+    unsigned char raw[SG_EPOCH_LEN / 2];
+    ssize_t n = getrandom(raw, sizeof(raw), GRND_NONBLOCK);
+    if (n != (ssize_t)sizeof(raw)) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        n = fd >= 0 ? read(fd, raw, sizeof(raw)) : -1;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (n != (ssize_t)sizeof(raw)) {
+        mix ^= uv_hrtime();
+        mix ^= mix << 13;
+        mix ^= mix >> 7;
+        mix ^= mix << 17;
+        memcpy(raw, &mix, sizeof(raw));
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }

@@ -156,6 +156,11 @@ int sg_broker_command(sg_broker_t *b, int argc, const char *const *argv,
  * closed, then `cb` is called from the loop and the broker is freed. */
 void sg_broker_close(sg_broker_t *b, sg_broker_closed_cb cb, void *arg);
 
+/* 16 lowercase hex chars from the kernel's CSPRNG (urandom, then a clock
+ * mix as fallbacks, so creating a stream never fails on it). Internal to
+ * the engines. */
+void sg__broker_new_epoch(char out[SG_EPOCH_LEN + 1]);
+
 /* Engine vtable; internal to broker_*.c. */
 typedef struct sg_broker_vtable {
     const char *mode;

@@ -324,26 +324,6 @@ static void mem_stream_free(void *value)
     free(st);
 }
 
-/* 16 lowercase hex chars from the kernel's CSPRNG (urandom as fallback,
- * the loop clock as a last resort so an append never fails on it). */
-static void mem_new_epoch(char out[SG_EPOCH_LEN + 1])
-{
-    unsigned char raw[SG_EPOCH_LEN / 2];
-    ssize_t n = getrandom(raw, sizeof(raw), GRND_NONBLOCK);
-    if (n != (ssize_t)sizeof(raw)) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        n = fd >= 0 ? read(fd, raw, sizeof(raw)) : -1;
-        if (fd >= 0)
-            close(fd);
-    }
-    if (n != (ssize_t)sizeof(raw)) {
-        uint64_t t = uv_hrtime();
-        memcpy(raw, &t, sizeof(raw));
-    }
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
-}
-
 static int64_t mem_wall_ms(void)
 {
     struct timespec ts;
@@ -365,7 +345,7 @@ static mem_stream_t *mem_stream_get(broker_memory_t *b, const char *sid)
         mem_stream_free(st);
         return NULL;
     }
-    mem_new_epoch(st->epoch);
+    sg__broker_new_epoch(st->epoch);
     st->expires_at = uv_now(b->loop) + b->recovery_ms;
     return st;
 }

@@ -89,28 +89,6 @@ static void brs_key(char *out, const char *sid, const char *suffix)
     snprintf(out, BR_KEY_MAX, "sg:{%.128s}:%.32s", sid, suffix);
 }
 
-/* 16 lowercase hex chars from the kernel's CSPRNG (urandom as fallback,
- * the reconnect RNG as a last resort so an append never fails on it). */
-static void brs_new_epoch(broker_redis_t *b, char out[SG_EPOCH_LEN + 1])
-{
-    unsigned char raw[SG_EPOCH_LEN / 2];
-    ssize_t n = getrandom(raw, sizeof(raw), GRND_NONBLOCK);
-    if (n != (ssize_t)sizeof(raw)) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        n = fd >= 0 ? read(fd, raw, sizeof(raw)) : -1;
-        if (fd >= 0)
-            close(fd);
-    }
-    if (n != (ssize_t)sizeof(raw)) {
-        b->rng ^= b->rng << 13;
-        b->rng ^= b->rng >> 7;
-        b->rng ^= b->rng << 17;
-        memcpy(raw, &b->rng, sizeof(raw));
-    }
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
-}
-
 int sg__broker_redis_send_subscribe(broker_redis_t *b, const char *sid,
                                     redisCallbackFn *cb)
 {
@@ -561,7 +539,7 @@ static int brs_append_args(stream_op_t *op, const sg_chatmsg_t *msg)
     memcpy(text_key + plen, msg->message_id, mlen + 1);
     fail |= brs_arg(op, text_key, plen + mlen);
     free(text_key);
-    brs_new_epoch(b, epoch);
+    sg__broker_new_epoch(epoch);
     fail |= brs_arg_str(op, msg->message_id);
     fail |= brs_arg(op, msg->content, msg->content_len);
     fail |= brs_arg_str(op, msg->is_complete == 1 ? "1" : "0");
@@ -616,7 +594,7 @@ static int brs_read_args(stream_op_t *op, uint64_t since, int with_history)
     }
     snprintf(key, sizeof(key), BR_HISTORY_PREFIX "%s", op->sid);
     fail |= brs_arg_str(op, key);
-    brs_new_epoch(op->b, epoch);
+    sg__broker_new_epoch(epoch);
     fail |= brs_arg_str(op, epoch);
     num[0] = '\0';
     if (since != SG_STREAM_NO_SINCE)
