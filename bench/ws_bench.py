@@ -665,12 +665,16 @@ async def reader(ws, idx, sink, deadline, expect=None):
 
 
 def chat_message(sid, seq, mid, payload_bytes):
+    """One one-chunk answer per publish (its own message_id, complete):
+    the stream's append rules drop a partial of a known message that is
+    not longer than what was logged, so reusing one id with unrelated
+    contents would measure duplicate suppression, not fan-out."""
     t_ns = time.time_ns()
     content = f"bench {seq} {t_ns} " + "x" * payload_bytes
-    msg = {"message_id": mid, "session_id": sid, "user_id": "bench",
-           "role": "assistant", "content": content, "chunk": "x",
-           "timestamp": t_ns // 1_000_000, "is_complete": False,
-           "t_ns": t_ns}
+    msg = {"message_id": f"{mid}-{seq}", "session_id": sid,
+           "user_id": "bench", "role": "assistant", "content": content,
+           "chunk": None, "timestamp": t_ns // 1_000_000,
+           "is_complete": True, "t_ns": t_ns}
     return json.dumps(msg, separators=(",", ":"))
 
 

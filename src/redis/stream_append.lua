@@ -87,23 +87,46 @@ local function derive(m)
 end
 
 
---- Refreshes the TTL of every text key and, when a final arrives, drops
--- snapshots of messages completed longer than recovery_ttl ago.
+-- Completed messages, by done_at: sg:{sid}:done (same hash tag). It keeps
+-- the pruning below bounded per append; scanning every snapshot on every
+-- chunk made a long session O(messages) per chunk in Redis.
+local done_key = string.sub(text_prefix, 1, #text_prefix - 5) .. "done"
+local MAX_DONE = 64     -- completed snapshots kept per session
+local PRUNE_BATCH = 16  -- most snapshots dropped by one append
+
+
+local function drop_snapshot(other)
+    redis.call("HDEL", msgs_key, other)
+    redis.call("DEL", text_prefix .. other)
+    redis.call("ZREM", done_key, other)
+end
+
+
+--- A final is indexed by done_at; snapshots completed more than
+-- recovery_ttl ago, and the oldest beyond MAX_DONE, are dropped (at most
+-- PRUNE_BATCH per append). Only the current message's text key gets its
+-- TTL refreshed: an in-flight message silent for recovery_ttl expires, and
+-- the read script skips snapshots whose text is gone.
 local function refresh_snapshots(now)
-    local horizon = now - ttl * 1000
-    local all = redis.call("HGETALL", msgs_key)
-    for i = 1, #all, 2 do
-        local key = text_prefix .. all[i]
-        local drop = false
-        if complete and all[i] ~= mid then
-            local om = cjson_decode(all[i + 1])
-            drop = om.fin == 1 and om.done_at < horizon
+    redis.call("EXPIRE", text_key, ttl)
+    if not complete then
+        return
+    end
+    redis.call("ZADD", done_key, now, mid)
+    local old = redis.call("ZRANGEBYSCORE", done_key, "-inf",
+                           "(" .. (now - ttl * 1000), "LIMIT", 0,
+                           PRUNE_BATCH)
+    for _, other in ipairs(old) do
+        drop_snapshot(other)
+    end
+    local extra = redis.call("ZCARD", done_key) - MAX_DONE
+    if extra > 0 then
+        if extra > PRUNE_BATCH then
+            extra = PRUNE_BATCH
         end
-        if drop then
-            redis.call("HDEL", msgs_key, all[i])
-            redis.call("DEL", key)
-        else
-            redis.call("EXPIRE", key, ttl)
+        for _, other in ipairs(redis.call("ZRANGE", done_key, 0,
+                                          extra - 1)) do
+            drop_snapshot(other)
         end
     end
 end
@@ -159,7 +182,7 @@ redis.call("PUBLISH", live, cjson_encode({
 }))
 
 refresh_snapshots(now)
-for _, key in ipairs({seq_key, epoch_key, log_key, msgs_key}) do
+for _, key in ipairs({seq_key, epoch_key, log_key, msgs_key, done_key}) do
     redis.call("EXPIRE", key, ttl)
 end
 return offset

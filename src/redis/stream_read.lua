@@ -60,8 +60,12 @@ local function read_snapshots()
     for i = 1, #all, 2 do
         local m = cjson_decode(all[i + 1])
         if m.fin ~= 1 or m.done_at >= horizon then
-            local text = redis.call("GET", text_prefix .. all[i]) or ""
-            snaps[#snaps + 1] = {m.offset, all[i], all[i + 1], text}
+            -- no text: the message went silent for recovery_ttl (its text
+            -- key expired); a snapshot without its text is no snapshot
+            local text = redis.call("GET", text_prefix .. all[i])
+            if text then
+                snaps[#snaps + 1] = {m.offset, all[i], all[i + 1], text}
+            end
         end
     end
     table.sort(snaps, function(a, b) return a[1] < b[1] end)

@@ -684,8 +684,8 @@ static void sc_every_key_has_a_ttl(void **state)
     assert_int_equal(sc_append(b, "s1", "m2", "x ", 0), 2);
     assert_int_equal(sc_append(b, "s1", "m1", "a b", 1), 3);
     sc_read(b, "s1", 0, 1);
-    /* seq, epoch, log, msgs, text:m1, text:m2 */
-    sc_fx->check_ttls(b, "s1", 60, 6);
+    /* seq, epoch, log, msgs, done (index of finals), text:m1, text:m2 */
+    sc_fx->check_ttls(b, "s1", 60, 7);
     sc_read(b, "readonly", SG_STREAM_NO_SINCE, 1);
     sc_fx->check_ttls(b, "readonly", 60, 1); /* the epoch alone */
     sc_close(b);

@@ -1168,6 +1168,32 @@ static void test_stream_binary_and_escapes(void **state)
     sc_close(b);
 }
 
+/* A long session must not make appends scan every snapshot: completed
+ * snapshots are indexed by done_at and capped at 64 per session. */
+static void test_completed_snapshots_are_bounded(void **state)
+{
+    sg_broker_t *b = sc_open();
+    char mid[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(mid, sizeof(mid), "m%d", i);
+        assert_int_equal(sc_append(b, "s1", mid, "done", 1), i + 1);
+    }
+    assert_int_equal(sc_append(b, "s1", "live", "a ", 0), 101);
+    redisContext *c = test_redis_client(&srv);
+    assert_non_null(c);
+    redisReply *n = redisCommand(c, "HLEN sg:{s1}:msgs");
+    assert_int_equal(n->integer, 64 + 1); /* 64 finals + the live one */
+    freeReplyObject(n);
+    n = redisCommand(c, "ZCARD sg:{s1}:done");
+    assert_int_equal(n->integer, 64);
+    freeReplyObject(n);
+    n = redisCommand(c, "EXISTS sg:{s1}:text:m0 sg:{s1}:text:m99");
+    assert_int_equal(n->integer, 1); /* the oldest is gone */
+    freeReplyObject(n);
+    redisFree(c);
+    sc_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1196,6 +1222,7 @@ int main(void)
         SC_T(test_stream_noscript_falls_back_to_eval, sc_setup, teardown),
         SC_T(test_stream_flushall_gives_a_new_epoch, sc_setup, teardown),
         SC_T(test_stream_binary_and_escapes, sc_setup, teardown),
+        SC_T(test_completed_snapshots_are_bounded, sc_setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
