@@ -19,6 +19,7 @@
 #include "chatmsg.h"
 #include "error.h"
 #include "log.h"
+#include "map.h"
 
 typedef enum {
     SYNC_JOIN,      /* a new connection: welcome, history/catch-up or replay */
@@ -162,22 +163,49 @@ static int stream_start_read(sg_server_t *srv, sg_conn_t *c, sync_kind_t kind,
 
 /* ---- what a read sends ------------------------------------------------ */
 
+/* The assistant finals of the history a read returned, indexed by
+ * message id (value: position + 1), built at most once per read: a long
+ * history times a session's snapshots would otherwise cost that many JSON
+ * parses per join. Valid only inside stream_read_done. */
+static const sg_stream_state_t *finals_of;
+static sg_map_t *finals;
+
+static void stream_index_finals(const sg_stream_state_t *st)
+{
+    finals_of = st;
+    finals = sg_map_new();
+    for (size_t i = 0; finals != NULL && i < st->nhistory; i++) {
+        sg_chatmsg_t m;
+        char err[8];
+        if (sg_chatmsg_parse(st->history[i], st->history_lens[i], &m, err,
+                             sizeof(err)) != 0)
+            continue;
+        if (m.is_complete == 1 && strcmp(m.role, "assistant") == 0)
+            sg_map_put(finals, m.message_id, (void *)(uintptr_t)(i + 1));
+        sg_chatmsg_clear(&m);
+    }
+}
+
+static void stream_drop_finals(void)
+{
+    sg_map_free(finals, NULL);
+    finals = NULL;
+    finals_of = NULL;
+}
+
 /* Finds the assistant final of `mid` in chat:history: 1 and the parsed
  * message in *out (caller clears it), or 0. */
 static int stream_history_final(const sg_stream_state_t *st, const char *mid,
                                 sg_chatmsg_t *out)
 {
-    for (size_t i = 0; i < st->nhistory; i++) {
-        char err[8];
-        if (sg_chatmsg_parse(st->history[i], st->history_lens[i], out, err,
-                             sizeof(err)) != 0)
-            continue;
-        if (out->is_complete == 1 && strcmp(out->message_id, mid) == 0 &&
-            strcmp(out->role, "assistant") == 0)
-            return 1;
-        sg_chatmsg_clear(out);
-    }
-    return 0;
+    if (finals_of != st)
+        stream_index_finals(st);
+    uintptr_t pos = finals ? (uintptr_t)sg_map_get(finals, mid) : 0;
+    char err[8];
+    if (pos == 0)
+        return 0;
+    return sg_chatmsg_parse(st->history[pos - 1], st->history_lens[pos - 1],
+                            out, err, sizeof(err)) == 0;
 }
 
 /* 1 when `mid` is stored in chat:history as an assistant final. */
@@ -475,6 +503,7 @@ static void stream_read_done(void *arg, int status,
         break;
     case SYNC_RECONNECT:
         stream_reconnect_done(c, req, st);
+        stream_drop_finals();
         free(req);
         return;
     }
@@ -483,6 +512,7 @@ static void stream_read_done(void *arg, int status,
         int got_history = req->kind == SYNC_JOIN && !stream_recovered(req, st);
         stream_repair(srv, got_history ? c : NULL, c->session_id, st);
     }
+    stream_drop_finals();
     if (c->last_offset < st->last_offset)
         c->last_offset = st->last_offset;
     free(req);
