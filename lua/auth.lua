@@ -1,4 +1,4 @@
--- Connection authentication (PROTOCOL.md §2, "Auth").
+-- Connection authentication (docs/protocol.md, "Auth").
 --
 -- Dev mode (sg.config.auth.dev_mode) accepts the token "dev-token", or no
 -- token, for any user; a real JWT is still verified when one is given.

@@ -1,4 +1,4 @@
--- Inbound WebSocket frames (PROTOCOL.md §2, "Client → server").
+-- Inbound WebSocket frames (docs/protocol.md, "Client → server").
 --
 -- The text "ping" gets the text "pong". Text that does not look like JSON
 -- (does not start with "{" or "[") is ignored, as the original did. Text
@@ -86,7 +86,7 @@ end
 
 --- Compat recovery: the stream coordinator sends the newest state of the
 -- message and then recovery_status recovered / completed / not_found /
--- expired (PROTOCOL.md §2).
+-- expired (docs/protocol.md).
 function _M.handlers.reconnect(conn, msg)
     if not valid_reconnect(msg) then
         return sg_send(conn, error_frame(ERR_RECOVERY))
@@ -100,7 +100,7 @@ function _M.handlers.reconnect(conn, msg)
 end
 
 
---- Native resume on an open socket (PROTOCOL.md §3): the coordinator
+--- Native resume on an open socket (docs/protocol.md): the coordinator
 -- replays what followed `since`, then sends "resumed".
 function _M.handlers.resume(conn, msg)
     if not valid_offset(msg.since) then
@@ -119,7 +119,7 @@ function _M.handlers.resume(conn, msg)
 end
 
 
---- Native cancel (PROTOCOL.md §3): same effect as POST /api/cancel; the
+--- Native cancel (docs/protocol.md): same effect as POST /api/cancel; the
 -- cancelled final reaches every socket through the stream.
 function _M.handlers.cancel(conn, msg)
     local mid = msg.message_id

@@ -1,4 +1,4 @@
--- The compat REST API under /api (PROTOCOL.md §4). on_http(req) matches a
+-- The compat REST API under /api (docs/protocol.md). on_http(req) matches a
 -- (method, path pattern) table and returns status, body[, headers]; a
 -- table body is JSON-encoded by the host. nil means "no route" (the host
 -- answers 404). The answers themselves come from the configured upstream

@@ -5,7 +5,7 @@
  * message_id and replaced with the cumulative `content` of each frame; an
  * assistant bubble is "streaming" until a frame with is_complete:true.
  * Server data is only ever written with textContent.
- * Protocol: PROTOCOL.md sections 1, 2 and 4. */
+ * Protocol: docs/protocol.md sections 1, 2 and 4. */
 'use strict';
 
 (function () {

@@ -1,4 +1,4 @@
-/* The compat ChatMessage (chatmsg.h, PROTOCOL.md §1-2): lenient parsing of
+/* The compat ChatMessage (chatmsg.h, docs/protocol.md-2): lenient parsing of
  * what producers publish and the JSON frames built from it.
  *
  * One function (chatmsg_view) decides what a message is; parsing copies
@@ -57,14 +57,23 @@ static json_t *chatmsg_string_or_null(json_t *v)
 
 /* epoch ms: an integer, or a real with no fraction (some producers emit
  * 1.7e12); anything else is 0, as for an absent timestamp. */
+/* Epoch ms, or 0 (absent: the stream stamps it) when it is not an
+ * integer in [0, 2^53]: larger values do not survive a trip through Lua
+ * numbers (the Redis append script), which poisoned the session. */
+#define CHATMSG_MAX_TS 9007199254740992.0
+
 static int64_t chatmsg_timestamp(json_t *v)
 {
-    if (json_is_integer(v))
-        return (int64_t)json_integer_value(v);
-    if (!json_is_real(v))
+    double d;
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        return i >= 0 && i <= (json_int_t)CHATMSG_MAX_TS ? (int64_t)i : 0;
+    }
+    if (json_is_real(v))
+        d = json_real_value(v);
+    else
         return 0;
-    double d = json_real_value(v);
-    if (!isfinite(d) || d != trunc(d) || fabs(d) >= 9.2e18)
+    if (!isfinite(d) || d != trunc(d) || d < 0 || d > CHATMSG_MAX_TS)
         return 0;
     return (int64_t)d;
 }
@@ -396,9 +405,13 @@ sg_buf_t *sg_chatmsg_chunk_frame(const sg_chunk_t *c, int delta_mode)
         chunk = c->is_complete ? json_null()
                                : chatmsg_jstr(c->delta, c->delta_len);
     } else {
-        content = c->is_complete ? chatmsg_jstr(c->content ? c->content : "",
-                                                c->content_len)
-                                 : NULL;
+        /* A reset (the text does not extend the previous one: a redacted
+         * rewrite, an error final) replaces the text: delta readers get
+         * the whole new text in content, and "reset":true. */
+        content = c->is_complete || c->reset
+                      ? chatmsg_jstr(c->content ? c->content : "",
+                                     c->content_len)
+                      : NULL;
         chunk = c->delta != NULL ? chatmsg_jstr(c->delta, c->delta_len)
                                  : chatmsg_jstr(c->content, c->content_len);
     }
@@ -408,10 +421,12 @@ sg_buf_t *sg_chatmsg_chunk_frame(const sg_chunk_t *c, int delta_mode)
         content ? content : json_null(), chunk, c->timestamp, c->is_complete);
     if (data != NULL && content == NULL)
         json_object_del(data, "content");
-    return chatmsg_buf(json_pack("{s:s,s:o,s:I,s:I}", "type", "message",
-                                 "data", data, "offset",
-                                 (json_int_t)c->offset, "index",
-                                 (json_int_t)c->index));
+    json_t *frame = json_pack("{s:s,s:o,s:I,s:I}", "type", "message",
+                              "data", data, "offset", (json_int_t)c->offset,
+                              "index", (json_int_t)c->index);
+    if (frame != NULL && delta_mode && c->reset)
+        json_object_set_new(frame, "reset", json_true());
+    return chatmsg_buf(frame);
 }
 
 sg_buf_t *sg_chatmsg_error_frame(const char *text)

@@ -1,4 +1,4 @@
-/* The compat ChatMessage (PROTOCOL.md §1): lenient parsing of what producers
+/* The compat ChatMessage (docs/protocol.md): lenient parsing of what producers
  * publish, and the frames streamgate builds from it.
  *
  * Parsing is lenient (unknown keys ignored, chunk/is_complete/timestamp
@@ -53,7 +53,7 @@ sg_buf_t *sg_chatmsg_history_frame(const char *const *items,
  * `out` must hold at least 32 bytes. */
 void sg_chatmsg_iso_now(char *out, size_t outlen);
 
-/* Native fields of a welcome frame (PROTOCOL.md §2, §3). */
+/* Native fields of a welcome frame (docs/protocol.md, §3). */
 typedef struct sg_welcome_info {
     const char *node_id;  /* NULL: no "node" key */
     const char *epoch;    /* NULL: no "epoch"/"offset" keys */

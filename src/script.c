@@ -419,6 +419,44 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "%s", task->stop_msg);
 }
 
+/* The stop message of the running task once its budget is spent, else
+ * nothing (used by the pcall wrappers below). */
+static int budget_stopped(lua_State *L)
+{
+    sg_script_t *vm = sg__script_from(L);
+    sg_script_task_t *task = vm->current;
+    if (task == NULL || !task->stopped)
+        return 0;
+    lua_pushstring(L, task->stop_msg);
+    return 1;
+}
+
+/* pcall, xpcall and coroutine.resume rethrow once the running task's
+ * budget is spent. The hook stops a task by yielding from it; inside a C
+ * function (a table.sort comparator, a gsub callback) that yield is an
+ * error, which a script's pcall could catch and loop on forever. They stay
+ * Lua functions around the originals, so yielding through pcall (e.g.
+ * pcall(sg.redis, ...)) keeps working. */
+static const char budget_wrappers[] =
+    "local stopped, pcall, xpcall, resume, error, select ="
+    "  ..., pcall, xpcall, coroutine.resume, error, select\n"
+    "local function check(ok, ...)\n"
+    "  if not ok then local m = stopped(); if m then error(m, 0) end end\n"
+    "  return ok, ...\n"
+    "end\n"
+    "_G.pcall = function(...) return check(pcall(...)) end\n"
+    "_G.xpcall = function(...) return check(xpcall(...)) end\n"
+    "coroutine.resume = function(...) return check(resume(...)) end\n";
+
+static void budget_wrap_pcall(lua_State *L)
+{
+    if (luaL_loadbuffer(L, budget_wrappers, sizeof(budget_wrappers) - 1,
+                        "=budget") != 0)
+        lua_error(L);
+    lua_pushcfunction(L, budget_stopped);
+    lua_call(L, 1, 0);
+}
+
 static void budget_install(sg_script_t *vm)
 {
     const sg_config_t *cfg = vm->cfg;
@@ -450,6 +488,8 @@ static int script_open(lua_State *L)
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
 
+    if (s->cfg->lua.hook_timeout > 0 || s->cfg->lua.memory_limit > 0)
+        budget_wrap_pcall(L);
     lua_newtable(L);
     sg_script_api_json_open(L);
     sg_script_api_core_open(L);
@@ -708,6 +748,8 @@ void sg_script_on_message(sg_script_t *s, const sg_script_conn_t *conn,
 
 void sg_script_on_disconnect(sg_script_t *s, const sg_script_conn_t *conn)
 {
+    if (s == NULL)
+        return; /* the server is past freeing its scripts */
     s = s->live;
     if (s->hook_refs[HOOK_DISCONNECT] == LUA_NOREF) {
         drop_conn(s, conn->id);

@@ -39,10 +39,10 @@ typedef struct sg_script_host {
     /* Close connection `conn_id` with a WebSocket close code and reason. */
     int (*close)(void *data, uint64_t conn_id, int code, const char *reason);
     /* Replay the stream after `since` to `conn_id`, then send "resumed"
-     * (PROTOCOL.md §3). SG_ECLOSED, SG_EBUSY (a read is running). */
+     * (docs/protocol.md). SG_ECLOSED, SG_EBUSY (a read is running). */
     int (*resume)(void *data, uint64_t conn_id, uint64_t since,
                   const char *epoch);
-    /* Compat recovery of one message (PROTOCOL.md §2 "reconnect"). */
+    /* Compat recovery of one message (docs/protocol.md "reconnect"). */
     int (*reconnect)(void *data, uint64_t conn_id, const char *message_id,
                      int64_t last_index);
     /* Per-connection data kept in C, so it survives hot reloads (sg.data).

@@ -154,6 +154,8 @@ struct sg_conn {
     uint8_t rx_paused;      /* ws.c: reading stopped until the queue
                                drains (inbound back-pressure) */
     uint8_t closing;
+    uint8_t close_sent;     /* our close frame is out; awaiting the peer's */
+    uint8_t authed;         /* on_connect allowed it (on_disconnect owed) */
     uint16_t close_code;
     char close_reason[64];
 };

@@ -79,11 +79,27 @@ static int session_visit_linger(void *ctx, const char *key, void *value)
     return 1; /* remove from the map */
 }
 
+/* Joins whose stream read failed (Redis refused it: OOM, BUSY...) are
+ * retried here, once a second, while Redis is ready. */
+static int session_visit_retry(void *ctx, const char *key, void *value)
+{
+    sg_server_t *srv = ctx;
+    sg_session_t *s = value;
+    if (!s->subscribed)
+        return 0;
+    for (sg_conn_t *c = s->conns; c != NULL; c = c->sess_next)
+        if (c->state == CONN_JOINING && !c->sync_pending && !c->closing)
+            sg__stream_join(srv, c);
+    return 0;
+}
+
 static void session_on_sweep(uv_timer_t *t)
 {
     sg_server_t *srv = t->data;
     if (srv->sessions->lingering > 0)
         sg_map_foreach(srv->sessions->by_id, session_visit_linger, srv);
+    if (sg_broker_is_ready(srv->broker))
+        sg_map_foreach(srv->sessions->by_id, session_visit_retry, srv);
 }
 
 static void session_free(void *value)
@@ -161,8 +177,14 @@ int sg__session_set_epoch(sg_server_t *srv, const char *sid,
         SG_INFO("session", "sid=%s: stream epoch changed to %s (log was "
                            "lost or expired); offsets restart",
                 sid, epoch);
-        for (sg_conn_t *c = s->conns; c != NULL; c = c->sess_next)
+        for (sg_conn_t *c = s->conns; c != NULL; c = c->sess_next) {
             c->last_offset = 0;
+            /* A delta reader cannot rebuild text across the reset (the
+             * next delta of an answer is its whole text again): it must
+             * resume, learn recovered:false and reload from history. */
+            if (c->mode == SG_MODE_DELTA)
+                sg__ws_close(c, 4008, "stream reset; resume");
+        }
     }
     return changed;
 }

@@ -248,7 +248,7 @@ static void stream_send_history(sg_conn_t *c, const sg_stream_state_t *st)
     }
 }
 
-/* Catch-up (PROTOCOL.md §2 step 3): the latest state of every in-flight
+/* Catch-up (docs/protocol.md step 3): the latest state of every in-flight
  * answer and every recently completed one that history does not hold yet
  * (a final published before it was stored: defect 1). */
 static void stream_catch_up(sg_conn_t *c, const sg_stream_state_t *st)
@@ -416,7 +416,7 @@ static void stream_reconnect_status(sg_conn_t *c, const char *status,
                                   "chunksRecovered", (json_int_t)n));
 }
 
-/* Compat recovery (PROTOCOL.md §2): the newest state of the message, then
+/* Compat recovery (docs/protocol.md): the newest state of the message, then
  * recovered / completed / not_found / expired. */
 static void stream_reconnect_done(sg_conn_t *c, const sync_req_t *req,
                                   const sg_stream_state_t *st)
@@ -473,15 +473,28 @@ static void stream_read_done(void *arg, int status,
         SG_WARN("stream", "stream read for sid=%s failed: %s", c->session_id,
                 sg_strerror(status));
         stream_count_error(srv, "read");
-        if (req->kind == SYNC_RECONNECT) {
-            sg_buf_t *e = sg_chatmsg_error_frame("Recovery failed");
+        if (req->kind == SYNC_RECONNECT || req->kind == SYNC_RESUME) {
+            sg_buf_t *e = sg_chatmsg_error_frame(
+                req->kind == SYNC_RESUME ? "Resume failed" : "Recovery failed");
             if (e != NULL) {
                 sg__ws_enqueue(c, e, SG_FRAME_ERROR);
                 sg_buf_unref(e);
             }
-        } else if (req->kind == SYNC_JOIN &&
-                   (status == SG_ECANCELED || status == SG_EIO)) {
-            /* Redis went away: the resubscription restarts the join. */
+            if (req->kind == SYNC_RESUME)
+                stream_go_live(c);
+        } else if (req->kind == SYNC_JOIN) {
+            /* Redis went away or refused the read (OOM, BUSY, ...): the
+             * client still gets its welcome now, and the join is retried
+             * by the resubscription or the session sweep (session.c). */
+            if (!c->welcomed) {
+                sg_welcome_info_t info = {srv->cfg->node_id, NULL, 0, -1};
+                sg_buf_t *w = sg_chatmsg_welcome_frame(c->session_id, &info);
+                if (w != NULL) {
+                    sg__ws_enqueue(c, w, SG_FRAME_WELCOME);
+                    sg_buf_unref(w);
+                    c->welcomed = 1;
+                }
+            }
         } else {
             /* Live again; the next resubscription re-reads what is
              * missing (sg__session_on_subscribed). */

@@ -149,7 +149,7 @@ static int ws_reject(struct lws *wsi, unsigned int status, const char *error,
 }
 
 /* Reads the query the lws parser split into fragments. lws splits on the
- * raw '&' before it decodes %XX, which is the order PROTOCOL.md asks for. */
+ * raw '&' before it decodes %XX, which is the order docs/protocol.md asks for. */
 /* The handshake's query parameters (each malloc'd, NULL when absent). */
 typedef struct ws_params {
     char *session_id, *user_id, *token, *since, *epoch, *mode;
@@ -337,6 +337,7 @@ static int ws_confirm_upgrade(sg_server_t *srv, struct lws *wsi)
         ws_conn_free(c);
         return ws_reject(wsi, 401, "Authentication failed", NULL);
     }
+    c->authed = 1;
     lws_set_opaque_user_data(wsi, c);
     return 0;
 }
@@ -607,8 +608,16 @@ static int ws_send_close(sg_conn_t *c, struct lws *wsi)
     memcpy(buf + LWS_PRE + 2, c->close_reason, rlen);
     /* 4 is lws' private LWS_WRITE_CLOSE: the public header leaves it to
      * lws_close_reason(), which cannot send from this callback. */
-    lws_write(wsi, buf + LWS_PRE, 2 + rlen, (enum lws_write_protocol)4);
-    return -1;
+    if (lws_write(wsi, buf + LWS_PRE, 2 + rlen, (enum lws_write_protocol)4) <
+        0)
+        return -1;
+    /* Keep reading until the peer answers with its close frame (lws then
+     * finishes the handshake) or 2 s pass. Dropping the socket at once
+     * made the kernel reset it when the client had frames in flight, and
+     * the client lost our close frame (it saw 1006). */
+    c->close_sent = 1;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 2);
+    return 0;
 }
 
 /* Writes queued frames while the kernel takes them (a burst from one
@@ -616,6 +625,8 @@ static int ws_send_close(sg_conn_t *c, struct lws *wsi)
  * once the queue has drained (see ws_receive). */
 static int ws_writeable(sg_conn_t *c, struct lws *wsi)
 {
+    if (c->close_sent)
+        return 0;
     if (c->closing && c->qlen == 0)
         return ws_send_close(c, wsi);
     for (int i = 0; i < WS_WRITES_PER_CALLBACK && c->qlen > 0; i++) {
@@ -707,6 +718,11 @@ static void ws_closed(sg_server_t *srv, struct lws *wsi, sg_pss_t *pss)
         SG_DEBUG("ws", "disconnected id=%llu sid=%s",
                  (unsigned long long)c->id, c->session_id);
         ws_slot_release(srv, c);
+    } else if (c->authed && srv->script != NULL) {
+        /* on_connect allowed it, but the upgrade failed before ESTABLISHED:
+         * scripts that counted it there (presence) must uncount it. */
+        sg_script_conn_t info = {0, c->session_id, c->user_id, c->remote};
+        sg_script_on_disconnect(srv->script, &info);
     }
     c->wsi = NULL;
     ws_conn_free(c);

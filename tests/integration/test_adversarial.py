@@ -295,8 +295,10 @@ def test_join_during_redis_outage_gets_history_after_recovery(
     same outage does get its history after recovery. Expected: B receives
     the history frame once Redis is back (or at least an error frame)."""
     r = redis_factory()
-    s = server(config={"redis": {"url": r.url, "reconnect_min_delay": 0.05,
-                                 "reconnect_max_delay": 0.3}})
+    # The reconnect waits 1 s, so the history is stored on the restarted
+    # Redis (below) before the server is back and reads it.
+    s = server(config={"redis": {"url": r.url, "reconnect_min_delay": 1.0,
+                                 "reconnect_max_delay": 1.0}})
 
     async def body():
         a, _ = await open_session(s.port, "outage")

@@ -99,4 +99,36 @@ describe("redact", function()
                      .. "expected at least one of them (nothing would be "
                      .. "redacted)", err)
     end)
+
+    it("masks e-mails in linear time (no backtracking on long words)",
+       function()
+        local c = conf({})
+        local word = string.rep("a", 200000)
+        local t0 = os.clock()
+        assert.equal(word, redact.mask(c, word))
+        assert.equal(string.rep("a@", 50000),
+                     redact.mask(c, string.rep("a@", 50000)))
+        assert.is_true(os.clock() - t0 < 0.5)
+        assert.equal("x [redacted] [redacted]. @ a@b",
+                     redact.mask(c, "x bob@example.com a.b+c@x-y.co.uk. @ a@b"))
+    end)
+
+    it("rejects patterns that only fail on real text, or match nothing",
+       function()
+        for _, p in ipairs({ "x%", "x[a", "%f[%w]", "a*" }) do
+            local _, err = schema.validate(sch, { patterns = { p } },
+                                           "config")
+            assert.truthy(err, p)
+        end
+    end)
+
+    it("withholds the content when masking raises (fails closed)",
+       function()
+        local c = conf({})
+        c.patterns = { "x[" } -- bypassing the schema on purpose
+        local chunk = { content = "secret x stuff", chunk = "x" }
+        redact.on_chunk(c, chunk)
+        assert.equal("[redacted]", chunk.content)
+        assert.is_nil(chunk.chunk)
+    end)
 end)

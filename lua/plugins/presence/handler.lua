@@ -142,6 +142,12 @@ end
 
 
 local function refresh(conf)
+    -- After a hot reload the new state's module takes over; a timer that
+    -- kept re-arming here would keep this retired state alive forever.
+    if sg.is_current and not sg.is_current() then
+        refreshing = false
+        return
+    end
     local any = false
     for sid, s in pairs(sessions) do
         if s.total > 0 then
