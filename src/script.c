@@ -1233,3 +1233,35 @@ int sg__script_push_result(lua_State *L, int rc)
     lua_pushboolean(L, 1);
     return 1;
 }
+
+/* ---- the op protocol of the yielding primitives ------------------------ */
+
+sg__script_op_t *sg__script_op_new(sg_script_task_t *task)
+{
+    sg__script_op_t *op = malloc(sizeof(*op));
+    if (op != NULL)
+        op->task = task;
+    return op;
+}
+
+int sg__script_op_wait(lua_State *L, sg_script_task_t *task,
+                       sg__script_op_t *op, int rc)
+{
+    if (rc < 0) {
+        free(op);
+        return sg__script_push_error(L, rc);
+    }
+    task->op = op;
+    sg__script_suspend(task, SG__WAIT_BROKER);
+    return lua_yield(L, 0);
+}
+
+sg_script_task_t *sg__script_op_done(void *arg)
+{
+    sg__script_op_t *op = arg;
+    sg_script_task_t *task = op->task;
+    free(op);
+    if (task != NULL)
+        task->op = NULL;
+    return task;
+}

@@ -26,45 +26,17 @@ static const char *check_payload(lua_State *L, int idx, size_t *len)
 }
 
 /* Starts a broker op for the current task: returns the op, or NULL after
- * pushing nil, err (no broker). */
+ * pushing nil, err (no broker, no memory). */
 static sg__script_op_t *op_new(lua_State *L, sg_script_task_t *task)
 {
     if (task->s->broker == NULL) {
         sg__script_push_error(L, SG_ENOTREADY);
         return NULL;
     }
-    sg__script_op_t *op = malloc(sizeof *op);
-    if (op == NULL) {
+    sg__script_op_t *op = sg__script_op_new(task);
+    if (op == NULL)
         sg__script_push_error(L, SG_ENOMEM);
-        return NULL;
-    }
-    op->task = task;
     return op;
-}
-
-/* Yields after a successful start, or frees the op and returns nil, err. */
-static int op_wait(lua_State *L, sg_script_task_t *task, sg__script_op_t *op,
-                   int rc)
-{
-    if (rc < 0) {
-        free(op);
-        return sg__script_push_error(L, rc);
-    }
-    task->op = op;
-    sg__script_suspend(task, SG__WAIT_BROKER);
-    return lua_yield(L, 0);
-}
-
-/* Takes the task out of a completed op; NULL when it was abandoned. */
-static sg_script_task_t *op_done(void *arg)
-{
-    sg__script_op_t *op = arg;
-    sg_script_task_t *task = op->task;
-
-    free(op);
-    if (task != NULL)
-        task->op = NULL;
-    return task;
 }
 
 /* ---------------------------------------------------------------------
@@ -95,7 +67,7 @@ static int broker_publish(lua_State *L)
 
 static void history_done_cb(void *arg, int status)
 {
-    sg_script_task_t *task = op_done(arg);
+    sg_script_task_t *task = sg__script_op_done(arg);
 
     if (task == NULL)
         return;
@@ -121,7 +93,7 @@ static int history_append(lua_State *L)
     sg__script_op_t *op = op_new(L, task);
     if (op == NULL)
         return 2;
-    return op_wait(L, task, op,
+    return sg__script_op_wait(L, task, op,
                    sg_broker_history_append(task->s->broker, sid, p, len,
                                             history_done_cb, op));
 }
@@ -134,7 +106,7 @@ static int history_clear(lua_State *L)
 
     if (op == NULL)
         return 2;
-    return op_wait(L, task, op,
+    return sg__script_op_wait(L, task, op,
                    sg_broker_history_clear(task->s->broker, sid,
                                            history_done_cb, op));
 }
@@ -146,7 +118,7 @@ static int history_clear(lua_State *L)
 static void history_list_cb(void *arg, int status, const char *const *items,
                             const size_t *lens, size_t n)
 {
-    sg_script_task_t *task = op_done(arg);
+    sg_script_task_t *task = sg__script_op_done(arg);
 
     if (task == NULL)
         return;
@@ -171,7 +143,7 @@ static int history_get(lua_State *L)
 
     if (op == NULL)
         return 2;
-    return op_wait(L, task, op,
+    return sg__script_op_wait(L, task, op,
                    sg_broker_history_get(task->s->broker, sid,
                                          history_list_cb, op));
 }

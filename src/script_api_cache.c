@@ -66,41 +66,19 @@ static const char *lcache_value(lua_State *L, int i, size_t *len)
 /* An op for the current task, or NULL after pushing nil, "no memory". */
 static sg__script_op_t *lcache_op(lua_State *L, sg_script_task_t *task)
 {
-    sg__script_op_t *op = malloc(sizeof *op);
-    if (op == NULL) {
+    sg__script_op_t *op = sg__script_op_new(task);
+    if (op == NULL)
         sg__script_push_error(L, SG_ENOMEM);
-        return NULL;
-    }
-    op->task = task;
     return op;
 }
 
-static int lcache_wait(lua_State *L, sg_script_task_t *task,
-                       sg__script_op_t *op)
-{
-    task->op = op;
-    sg__script_suspend(task, SG__WAIT_BROKER);
-    return lua_yield(L, 0);
-}
-
-/* Takes the task out of a completed op; NULL when it was abandoned. */
-static sg_script_task_t *lcache_done(void *arg)
-{
-    sg__script_op_t *op = arg;
-    sg_script_task_t *task = op->task;
-
-    free(op);
-    if (task != NULL)
-        task->op = NULL;
-    return task;
-}
 
 /* ---- sg.cache.get(key) -> value | nil | nil, err ----------------------- */
 
 static void lcache_get_cb(void *arg, int status, const char *value,
                           size_t len)
 {
-    sg_script_task_t *task = lcache_done(arg);
+    sg_script_task_t *task = sg__script_op_done(arg);
 
     if (task == NULL)
         return;
@@ -134,19 +112,15 @@ static int lcache_get(lua_State *L)
     sg__script_op_t *op = lcache_op(L, task);
     if (op == NULL)
         return 2;
-    int rc = sg_cache_fetch(c, key, klen, lcache_get_cb, op);
-    if (rc < 0) {
-        free(op);
-        return sg__script_push_error(L, rc);
-    }
-    return lcache_wait(L, task, op);
+    return sg__script_op_wait(L, task, op,
+                              sg_cache_fetch(c, key, klen, lcache_get_cb, op));
 }
 
 /* ---- sg.cache.set / del -> true | nil, err ------------------------------ */
 
 static void lcache_done_cb(void *arg, int status)
 {
-    sg_script_task_t *task = lcache_done(arg);
+    sg_script_task_t *task = sg__script_op_done(arg);
 
     if (task != NULL)
         sg__script_resume(task, sg__script_push_result(task->co, status));
@@ -157,7 +131,7 @@ static int lcache_finish(lua_State *L, sg_script_task_t *task,
                          sg__script_op_t *op, int rc)
 {
     if (rc == 1)
-        return lcache_wait(L, task, op);
+        return sg__script_op_wait(L, task, op, 0);
     free(op);
     return sg__script_push_result(L, rc);
 }

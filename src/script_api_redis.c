@@ -82,13 +82,9 @@ static void lredis_push_reply(lua_State *L, const sg_reply_t *r)
 
 static void lredis_reply_cb(void *arg, int status, const sg_reply_t *r)
 {
-    sg__script_op_t *op = arg;
-    sg_script_task_t *task = op->task;
-
-    free(op);
+    sg_script_task_t *task = sg__script_op_done(arg);
     if (task == NULL)
         return; /* abandoned */
-    task->op = NULL;
     if (status < 0) {
         sg__script_resume(task, lredis_push_error(task->co, status));
         return;
@@ -135,10 +131,9 @@ static int lredis_call(lua_State *L)
     sg_script_t *s = task->s;
     if (s->broker == NULL)
         return lredis_push_error(L, SG_ENOTREADY);
-    sg__script_op_t *op = malloc(sizeof *op);
+    sg__script_op_t *op = sg__script_op_new(task);
     if (op == NULL)
         return lredis_push_error(L, SG_ENOMEM);
-    op->task = task;
     int rc = lredis_send(L, s, argc, op);
     if (rc == SG_EINVAL) {
         free(op);

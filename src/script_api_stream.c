@@ -22,12 +22,9 @@
 
 static void append_done(void *arg, int status, uint64_t offset)
 {
-    sg__script_op_t *op = arg;
-    sg_script_task_t *task = op->task;
-    free(op);
+    sg_script_task_t *task = sg__script_op_done(arg);
     if (task == NULL)
         return; /* abandoned by sg_script_free */
-    task->op = NULL;
     if (status < 0) {
         sg__script_push_error(task->co, status);
         sg__script_resume(task, 2);
@@ -70,22 +67,15 @@ static int stream_append(lua_State *L)
         lua_pushnumber(L, 0); /* dropped by on_chunk: nothing appended */
         return 1;
     }
-    sg__script_op_t *op = malloc(sizeof(*op));
+    sg__script_op_t *op = sg__script_op_new(task);
     if (op == NULL) {
         sg_chatmsg_clear(&msg);
         return sg__script_push_error(L, SG_ENOMEM);
     }
-    op->task = task;
     int rc = sg_broker_stream_append(task->s->broker, sid, &msg, append_done,
                                      op);
     sg_chatmsg_clear(&msg);
-    if (rc < 0) {
-        free(op);
-        return sg__script_push_error(L, rc);
-    }
-    task->op = op;
-    sg__script_suspend(task, SG__WAIT_BROKER);
-    return lua_yield(L, 0);
+    return sg__script_op_wait(L, task, op, rc);
 }
 
 /* ---------------------------------------------------------------------

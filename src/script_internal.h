@@ -156,6 +156,17 @@ void sg__script_iso_now(char *out, size_t outlen);
  * connection id; raises a "bad argument" error otherwise. */
 uint64_t sg__script_check_conn(lua_State *L, int arg);
 
+/* The op protocol of the yielding primitives (STYLE.md §5): op_new makes
+ * the op for the running task (NULL on no memory); op_wait yields after a
+ * started operation (rc 0) or frees the op and returns nil, err; op_done,
+ * called first by the completion, frees the op and returns its task, or
+ * NULL when the task was abandoned (then the completion must do nothing
+ * else). */
+sg__script_op_t *sg__script_op_new(sg_script_task_t *task);
+int sg__script_op_wait(lua_State *L, sg_script_task_t *task,
+                       sg__script_op_t *op, int rc);
+sg_script_task_t *sg__script_op_done(void *arg);
+
 /* Runtime-failure convention of every sg.* function: pushes nil and the
  * error text ("closed" for SG_ECANCELED) and returns 2. */
 int sg__script_push_error(lua_State *L, int rc);
