@@ -14,7 +14,7 @@ return {
     listen = "0.0.0.0",        -- listen address
     port = 8080,               -- 1-65535 [PORT]
     -- node_id = "web-1",      -- default "<hostname>-<pid>" [NODE_ID]
-    upstream = "demo",         -- answer source; only "demo" for now
+    upstream = "demo",         -- answer source: "demo" | "ai_service"
 
     -- Redis is off unless a url or a host is set (here or by environment).
     -- redis.url and redis.host are mutually exclusive; a url supplies host,
@@ -83,6 +83,16 @@ return {
 
     demo = {
         words_per_second = 30,      -- (0, 10000] [DEMO_WORDS_PER_SECOND]
+    },
+
+    -- upstream = "ai_service": /api/chat, /api/cancel, /api/history and
+    -- /api/ai-health proxy to the original Python AI service, which
+    -- publishes the answers on Redis (so Redis mode is needed). The host
+    -- must be an IPv4 literal or localhost (names are not resolved).
+    ai_service = {
+        url = "http://127.0.0.1:8000", -- http://HOST[:port][/path]
+                                       -- [AI_SERVICE_URL]
+        timeout = 30,                  -- seconds per request, (0, 3600]
     },
 
     log = {

@@ -4,6 +4,12 @@
 -- answers 404). The answers themselves come from the configured upstream
 -- (lua/upstreams/*.lua), set with _M.init{ upstream = ... }. Plugins add
 -- routes (_M.add_routes) and a pre-filter (_M.pre_filter); see plugins.lua.
+--
+-- An upstream that proxies a remote service (upstreams/ai_service.lua)
+-- answers the data routes itself: after the checks below, routes hands the
+-- request to upstream.rest.chat(body), .cancel(body), .history_get(sid) or
+-- .history_clear(sid) and returns their status, body[, headers] unchanged.
+-- `body` is the decoded request, with user_id resolved for chat.
 
 local sg = sg
 local json = sg.json
@@ -97,6 +103,12 @@ local function chat(req, _, claims)
                       detail = "user_id does not match the token subject" }
     end
 
+    local rest = upstream.rest
+    if rest and rest.chat then
+        body.user_id = user_id
+        return rest.chat(body)
+    end
+
     local message_id, err = upstream.start(sid, user_id, message)
     if not message_id then
         return 502, { error = ERR_UPSTREAM, detail = err }
@@ -126,6 +138,11 @@ local function cancel(req)
         return bad_request(ERR_SESSION_ID)
     end
 
+    local rest = upstream.rest
+    if rest and rest.cancel then
+        return rest.cancel(body)
+    end
+
     return 200, upstream.cancel(sid, mid)
 end
 
@@ -135,6 +152,11 @@ end
 local function history_get(req, sid)
     if not valid_session_id(sid) then
         return bad_request(ERR_SESSION_ID)
+    end
+
+    local rest = upstream.rest
+    if rest and rest.history_get then
+        return rest.history_get(sid)
     end
 
     local items, err = sg.history.get(sid)
@@ -160,6 +182,11 @@ end
 local function history_clear(req, sid)
     if not valid_session_id(sid) then
         return bad_request(ERR_SESSION_ID)
+    end
+
+    local rest = upstream.rest
+    if rest and rest.history_clear then
+        return rest.history_clear(sid)
     end
 
     local ok, err = sg.history.clear(sid)

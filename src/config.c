@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -29,6 +31,8 @@
 #define CONFIG_MIN_SECRET_LEN 32
 #define CONFIG_SHOWN_MAX 96
 #define CONFIG_URL_FORM "redis://[[user]:password@]host[:port][/db]"
+#define CONFIG_AI_URL_FORM "http://HOST[:port][/path], HOST an IPv4 literal " \
+                           "or localhost"
 
 /* ------------------------------------------------------------------------
  * Key table
@@ -61,12 +65,13 @@ static const char *const config_alg_choices[] = {"HS256", "HS384", "HS512",
 static const char *const config_level_choices[] = {"debug", "info", "warn",
                                                    "error", NULL};
 static const char *const config_format_choices[] = {"text", "json", NULL};
-static const char *const config_upstream_choices[] = {"demo", NULL};
+static const char *const config_upstream_choices[] = {"demo", "ai_service",
+                                                      NULL};
 
 /* Nested tables, in the order they are listed in messages. */
 static const char *const config_sections[] = {
     "redis", "auth", "limits", "stream", "http", "lua", "demo", "log",
-    "admin", NULL};
+    "admin", "ai_service", NULL};
 
 /* clang-format off */
 #define OFF(field) offsetof(sg_config_t, field)
@@ -136,6 +141,9 @@ static const cfg_key_t config_keys[] = {
     KNUM("demo.words_per_second", demo.words_per_second, 0, 1, 10000, 1,
          "DEMO_WORDS_PER_SECOND"),
 
+    KSTR("ai_service.url", ai_service.url, NULL, "AI_SERVICE_URL"),
+    KNUM("ai_service.timeout", ai_service.timeout, 0, 1, 3600, 1, NULL),
+
     KSTR("log.level", log.level, config_level_choices, "LOG_LEVEL"),
     KSTR("log.format", log.format, config_format_choices, "LOG_FORMAT"),
 };
@@ -153,6 +161,8 @@ static int config_set_defaults(sg_config_t *cfg);
 static int config_load_file(sg_config_t *cfg, const char *path, cfg_ctx_t *ctx);
 static int config_apply_env(sg_config_t *cfg, cfg_ctx_t *ctx);
 static int config_finish(sg_config_t *cfg, cfg_ctx_t *ctx);
+static int config_parse_uint(const char *s, size_t len, long lo, long hi,
+                             long *out);
 
 /* ------------------------------------------------------------------------
  * API
@@ -386,12 +396,14 @@ static int config_set_defaults(sg_config_t *cfg)
     cfg->lua.hook_timeout = 0.5;
     cfg->lua.memory_limit = 256;
     cfg->demo.words_per_second = 30;
+    cfg->ai_service.url = strdup("http://127.0.0.1:8000");
+    cfg->ai_service.timeout = 30;
     cfg->log.level = strdup("info");
     cfg->log.format = strdup("text");
     if (!cfg->env || !cfg->listen || !cfg->upstream ||
         !cfg->auth.jwt_algorithm || !cfg->http.cors_origins ||
         !cfg->http.static_dir || !cfg->lua.path || !cfg->log.level ||
-        !cfg->log.format)
+        !cfg->log.format || !cfg->ai_service.url)
         return SG_ENOMEM;
     return config_default_node_id(cfg);
 }
@@ -786,6 +798,67 @@ static int config_resolve_auth(sg_config_t *cfg, cfg_ctx_t *ctx)
     return 0;
 }
 
+/* Checks an ai_service url: http://HOST[:port][/path] where HOST is an
+ * IPv4 literal or localhost (sg.http.request never resolves names). 0, or
+ * -1 with the reason in `why`. */
+static int config_check_ai_url(const char *url, char *why, size_t whylen)
+{
+    const char *host = url + 7, *hend, *path;
+    char name[64];
+    struct in_addr addr;
+    long port;
+
+    if (strncmp(url, "http://", 7) != 0) {
+        snprintf(why, whylen, "%s",
+                 strncmp(url, "https://", 8) == 0
+                     ? "https is not supported"
+                     : "expected the scheme http://");
+        return -1;
+    }
+    path = host + strcspn(host, "/");
+    hend = memchr(host, ':', (size_t)(path - host));
+    if (hend == NULL)
+        hend = path;
+    snprintf(name, sizeof(name), "%.*s", (int)(hend - host), host);
+    if ((size_t)(hend - host) >= sizeof(name) ||
+        (strcmp(name, "localhost") != 0 &&
+         inet_pton(AF_INET, name, &addr) != 1)) {
+        snprintf(why, whylen,
+                 "host '%.*s' is not an IPv4 literal or localhost (host "
+                 "names are not resolved)",
+                 (int)(hend - host), host);
+        return -1;
+    }
+    if (hend < path &&
+        !config_parse_uint(hend + 1, (size_t)(path - hend - 1), 1, 65535,
+                           &port)) {
+        snprintf(why, whylen, "bad port '%.*s': expected 1-65535",
+                 (int)(path - hend - 1), hend + 1);
+        return -1;
+    }
+    if (strpbrk(path, "?# \t\r\n") != NULL) {
+        snprintf(why, whylen, "the path must not hold '?', '#' or spaces");
+        return -1;
+    }
+    return 0;
+}
+
+/* Only the ai_service upstream uses ai_service.url, so only then is it
+ * checked (a compose file may set AI_SERVICE_URL for everyone). */
+static int config_resolve_ai_service(sg_config_t *cfg, cfg_ctx_t *ctx)
+{
+    char why[160];
+    int env = config_getenv("AI_SERVICE_URL") != NULL;
+
+    if (strcmp(cfg->upstream, "ai_service") != 0 ||
+        config_check_ai_url(cfg->ai_service.url, why, sizeof(why)) == 0)
+        return 0;
+    return config_fail(ctx, "%s = '%.*s': %s: expected %s",
+                       env ? "env AI_SERVICE_URL" : "config: ai_service.url",
+                       CONFIG_SHOWN_MAX, cfg->ai_service.url, why,
+                       CONFIG_AI_URL_FORM);
+}
+
 static int config_finish(sg_config_t *cfg, cfg_ctx_t *ctx)
 {
     int rc = 0;
@@ -802,7 +875,8 @@ static int config_finish(sg_config_t *cfg, cfg_ctx_t *ctx)
                            "(%g)",
                            cfg->redis.reconnect_max_delay,
                            cfg->redis.reconnect_min_delay);
-    return config_resolve_auth(cfg, ctx);
+    rc = config_resolve_ai_service(cfg, ctx);
+    return rc != 0 ? rc : config_resolve_auth(cfg, ctx);
 }
 
 /* ------------------------------------------------------------------------

@@ -83,7 +83,16 @@ typedef struct sg_config {
                                  = loopback peers only */
     } admin;
 
-    char *upstream;           /* "demo" (default) */
+    char *upstream;           /* "demo" (default) | "ai_service" */
+
+    struct {
+        char *url;       /* base url of the Python AI service, default
+                            "http://127.0.0.1:8000"; env AI_SERVICE_URL.
+                            With upstream "ai_service" it must be
+                            http://HOST[:port][/path], HOST an IPv4
+                            literal or localhost */
+        double timeout;  /* seconds per proxied request, default 30 */
+    } ai_service;
 
     struct {
         double words_per_second; /* default 30 */

@@ -388,6 +388,11 @@ static void push_config(lua_State *L, const sg_config_t *cfg)
     set_num(L, "words_per_second", cfg->demo.words_per_second);
     lua_setfield(L, -2, "demo");
 
+    lua_createtable(L, 0, 2);
+    set_str(L, "url", cfg->ai_service.url);
+    set_num(L, "timeout", cfg->ai_service.timeout);
+    lua_setfield(L, -2, "ai_service");
+
     lua_createtable(L, 0, 1);
     set_bool(L, "enabled", cfg->redis.enabled);
     lua_setfield(L, -2, "redis");

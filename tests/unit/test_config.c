@@ -18,7 +18,7 @@
 
 #define KNOWN_TOP                                                              \
     "env, listen, port, node_id, upstream, redis, auth, limits, stream, "      \
-    "http, lua, demo, log, admin, plugins"
+    "http, lua, demo, log, admin, ai_service, plugins"
 
 static const char *const all_env[] = {"PORT",
                                       "STREAMGATE_ENV",
@@ -36,6 +36,7 @@ static const char *const all_env[] = {"PORT",
                                       "STREAMGATE_STATIC_DIR",
                                       "DEMO_WORDS_PER_SECOND",
                                       "CORS_ORIGINS",
+                                      "AI_SERVICE_URL",
                                       NULL};
 
 static char tmp_path[64];
@@ -166,6 +167,8 @@ static void assert_same_config(const sg_config_t *a, const sg_config_t *b)
     assert_string_equal(a->http.static_dir, b->http.static_dir);
     assert_string_equal(a->lua.path, b->lua.path);
     assert_true(a->demo.words_per_second == b->demo.words_per_second);
+    assert_string_equal(a->ai_service.url, b->ai_service.url);
+    assert_true(a->ai_service.timeout == b->ai_service.timeout);
     assert_string_equal(a->log.level, b->log.level);
     assert_string_equal(a->log.format, b->log.format);
 }
@@ -220,6 +223,8 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.http.static_dir, "public");
     assert_string_equal(cfg.lua.path, "lua");
     assert_true(cfg.demo.words_per_second == 30.0);
+    assert_string_equal(cfg.ai_service.url, "http://127.0.0.1:8000");
+    assert_true(cfg.ai_service.timeout == 30.0);
     assert_string_equal(cfg.log.level, "info");
     assert_string_equal(cfg.log.format, "text");
     sg_config_free(&cfg);
@@ -365,7 +370,8 @@ static void test_err_choices(void **state)
                       "config: log.format = 'xml': expected one of text, "
                       "json");
     expect_file_error("return { upstream = 'openai' }\n",
-                      "config: upstream = 'openai': expected one of demo");
+                      "config: upstream = 'openai': expected one of demo, "
+                      "ai_service");
     expect_file_error("return { auth = { jwt_algorithm = 'RS256' } }\n",
                       "config: auth.jwt_algorithm = 'RS256': expected one "
                       "of HS256, HS384, HS512");
@@ -824,6 +830,79 @@ static void test_dev_mode_keeps_given_secret(void **state)
     sg_config_free(&cfg);
 }
 
+/* ---- ai_service ------------------------------------------------------- */
+
+static void test_ai_service_keys(void **state)
+{
+    sg_config_t cfg;
+
+    write_tmp("return { upstream = 'ai_service',\n"
+              "  ai_service = { url = 'http://localhost:81/ai',\n"
+              "                 timeout = 1.5 } }\n");
+    load_ok(&cfg, tmp_path);
+    assert_string_equal(cfg.upstream, "ai_service");
+    assert_string_equal(cfg.ai_service.url, "http://localhost:81/ai");
+    assert_true(cfg.ai_service.timeout == 1.5);
+    sg_config_free(&cfg);
+
+    setenv("AI_SERVICE_URL", "http://10.0.0.7:8000", 1);
+    load_ok(&cfg, tmp_path);
+    assert_string_equal(cfg.ai_service.url, "http://10.0.0.7:8000");
+    sg_config_free(&cfg);
+}
+
+static void test_ai_service_errors(void **state)
+{
+    expect_file_error("return { ai_service = { timeout = 0 } }\n",
+                      "config: ai_service.timeout = 0: expected a number "
+                      "> 0 and <= 3600");
+    expect_file_error("return { ai_service = { tmeout = 1 } }\n",
+                      "config: unknown key 'ai_service.tmeout' (known "
+                      "ai_service keys: url, timeout)");
+    expect_file_error("return { upstream = 'ai_service',\n"
+                      "  ai_service = { url = 'http://python-ai:8000' } }\n",
+                      "config: ai_service.url = 'http://python-ai:8000': "
+                      "host 'python-ai' is not an IPv4 literal or localhost "
+                      "(host names are not resolved): expected "
+                      "http://HOST[:port][/path], HOST an IPv4 literal or "
+                      "localhost");
+    expect_file_error("return { upstream = 'ai_service',\n"
+                      "  ai_service = { url = 'https://127.0.0.1' } }\n",
+                      "config: ai_service.url = 'https://127.0.0.1': https "
+                      "is not supported: expected http://HOST[:port][/path], "
+                      "HOST an IPv4 literal or localhost");
+    expect_file_error("return { upstream = 'ai_service',\n"
+                      "  ai_service = { url = 'http://127.0.0.1:99999' } }\n",
+                      "config: ai_service.url = 'http://127.0.0.1:99999': "
+                      "bad port '99999': expected 1-65535: expected "
+                      "http://HOST[:port][/path], HOST an IPv4 literal or "
+                      "localhost");
+    expect_file_error("return { upstream = 'ai_service',\n"
+                      "  ai_service = { url = 'http://1.2.3.4/a?b' } }\n",
+                      "config: ai_service.url = 'http://1.2.3.4/a?b': the "
+                      "path must not hold '?', '#' or spaces: expected "
+                      "http://HOST[:port][/path], HOST an IPv4 literal or "
+                      "localhost");
+}
+
+/* A host name is only an error for the upstream that uses the url; the
+ * environment is named when the value came from it. */
+static void test_ai_service_url_checked_only_when_used(void **state)
+{
+    sg_config_t cfg;
+
+    setenv("AI_SERVICE_URL", "http://python-ai:8000", 1);
+    load_ok(&cfg, NULL);
+    assert_string_equal(cfg.ai_service.url, "http://python-ai:8000");
+    sg_config_free(&cfg);
+    expect_file_error("return { upstream = 'ai_service' }\n",
+                      "env AI_SERVICE_URL = 'http://python-ai:8000': host "
+                      "'python-ai' is not an IPv4 literal or localhost (host "
+                      "names are not resolved): expected "
+                      "http://HOST[:port][/path], HOST an IPv4 literal or "
+                      "localhost");
+}
+
 static void test_small_err_buffer(void **state)
 {
     sg_config_t cfg;
@@ -879,6 +958,9 @@ int main(void)
         T(test_production_dev_mode_forced_by_env),
         T(test_dev_mode_off_outside_production),
         T(test_dev_mode_keeps_given_secret),
+        T(test_ai_service_keys),
+        T(test_ai_service_errors),
+        T(test_ai_service_url_checked_only_when_used),
         T(test_small_err_buffer),
     };
 
