@@ -67,6 +67,14 @@ local function valid_entry(entry)
 end
 
 
+-- The upstream's own handler for a data route (a proxying upstream), or
+-- nil: then the route answers from the stream and history itself.
+local function proxy(name)
+    local rest = upstream.rest
+    return rest and rest[name]
+end
+
+
 local function chat(req, _, claims)
     local body = decode_body(req)
     if not body then
@@ -103,10 +111,10 @@ local function chat(req, _, claims)
                       detail = "user_id does not match the token subject" }
     end
 
-    local rest = upstream.rest
-    if rest and rest.chat then
+    local forward = proxy("chat")
+    if forward then
         body.user_id = user_id
-        return rest.chat(body)
+        return forward(body)
     end
 
     local message_id, err = upstream.start(sid, user_id, message)
@@ -138,9 +146,9 @@ local function cancel(req)
         return bad_request(ERR_SESSION_ID)
     end
 
-    local rest = upstream.rest
-    if rest and rest.cancel then
-        return rest.cancel(body)
+    local forward = proxy("cancel")
+    if forward then
+        return forward(body)
     end
 
     return 200, upstream.cancel(sid, mid)
@@ -154,9 +162,9 @@ local function history_get(req, sid)
         return bad_request(ERR_SESSION_ID)
     end
 
-    local rest = upstream.rest
-    if rest and rest.history_get then
-        return rest.history_get(sid)
+    local forward = proxy("history_get")
+    if forward then
+        return forward(sid)
     end
 
     local items, err = sg.history.get(sid)
@@ -184,9 +192,9 @@ local function history_clear(req, sid)
         return bad_request(ERR_SESSION_ID)
     end
 
-    local rest = upstream.rest
-    if rest and rest.history_clear then
-        return rest.history_clear(sid)
+    local forward = proxy("history_clear")
+    if forward then
+        return forward(sid)
     end
 
     local ok, err = sg.history.clear(sid)
