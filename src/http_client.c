@@ -550,8 +550,13 @@ static void cb_head(struct lws *wsi, sg_http_client_req_t *r)
             r->chunked = strcasestr(v, "chunked") != NULL;
     }
     list[n] = NULL;
+    int status = (int)lws_http_client_http_response(wsi);
     if (r->h.head != NULL)
-        r->h.head(r->h.arg, (int)lws_http_client_http_response(wsi), list);
+        r->h.head(r->h.arg, status, list);
+    /* 204 and 304 never have a body (RFC 9110): done now, instead of
+     * waiting for a close that a keep-alive server never sends. */
+    if ((status == 204 || status == 304) && !r->finished)
+        req_finish(r, 0, NULL, 1, 0);
 }
 
 static int cb_data(sg_http_client_req_t *r, const char *in, size_t len)

@@ -124,6 +124,42 @@ local function request(method, path, body, limit)
 end
 
 
+--- `s` with every byte that is not part of valid UTF-8 replaced by
+-- U+FFFD: the AI's raw body goes into a JSON string (lua-cjson does not
+-- check UTF-8, so invalid bytes would make the answer invalid JSON).
+local function utf8_clean(s)
+    if not s:find("[\128-\255]") then
+        return s
+    end
+    local out, n, i, len = {}, 0, 1, #s
+    local byte = string.byte
+    while i <= len do
+        local c = byte(s, i)
+        local need = c < 0x80 and 0 or c >= 0xC2 and c <= 0xDF and 1
+            or c >= 0xE0 and c <= 0xEF and 2 or c >= 0xF0 and c <= 0xF4 and 3
+            or -1
+        local ok = need >= 0 and i + need <= len
+        for k = 1, ok and need or 0 do
+            local b = byte(s, i + k)
+            if b < 0x80 or b > 0xBF then
+                ok = false
+                break
+            end
+        end
+        n = n + 1
+        if ok then
+            out[n] = s:sub(i, i + need)
+            i = i + need + 1
+        else
+            out[n] = "\239\191\189"
+            i = i + 1
+        end
+    end
+    return table.concat(out)
+end
+_M.utf8_clean = utf8_clean
+
+
 --- The Java error mapping; nil when the AI answered below 400.
 local function map_error(method, res, err, url)
     if not res then
@@ -137,7 +173,12 @@ local function map_error(method, res, err, url)
                           .. url .. "\": " .. tostring(err) }
     end
 
-    local status, raw = res.status, res.body or ""
+    local status, raw = res.status, utf8_clean(res.body or "")
+    if status > 100 and status < 200 then
+        -- an interim answer reported as final (lws 4.1.6 handles only
+        -- 100 Continue): nothing a browser can use
+        return 502, { error = ERR_AI, detail = "unexpected status " .. status }
+    end
     if status >= 500 then
         local reason = REASONS[status]
         return 502, { error = ERR_AI,
